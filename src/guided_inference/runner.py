@@ -1,0 +1,73 @@
+"""Library entry points above the engine: load a base/oracle pair, run a prompt, show a trace.
+
+    pair = load_pair("0.5B", "1.5B")
+    trace = run_prompt(pair, "What is 2+2?", GenerationConfig(c=5, k=10))
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from termcolor import colored
+
+from . import __version__
+from .backends import Backend, load_backend
+from .config import GenerationConfig
+from .engine import guided_generate
+from .prompts import chat_prompt
+from .trace import ORACLE, Trace
+
+COLORS = {"oracle": "blue", "base": "red"}  # the original tool's colours
+
+
+@dataclass
+class Pair:
+    base: Backend
+    oracle: Backend
+    load_s: float
+
+    def provenance(self, config: GenerationConfig) -> dict:
+        """What every output line records about how it was made."""
+        return {
+            "base_model_id": self.base.model_id,
+            "oracle_model_id": self.oracle.model_id,
+            "base_model": self.base.name,
+            "oracle_model": self.oracle.name,
+            "base_sha256": self.base.sha256,
+            "oracle_sha256": self.oracle.sha256,
+            "config": config.params(),
+            "seed": config.seed,
+            "version": __version__,
+        }
+
+
+def load_pair(base: str, oracle: str, *, n_ctx: int = 4096, collect_stats: bool = True) -> Pair:
+    t = time.perf_counter()
+    b = load_backend(base, n_ctx=n_ctx, collect_stats=collect_stats)
+    o = b if oracle == base else load_backend(oracle, n_ctx=n_ctx, collect_stats=collect_stats)
+    return Pair(b, o, time.perf_counter() - t)
+
+
+def run_prompt(pair: Pair, user: str, config: GenerationConfig, *, raw: bool = False) -> Trace:
+    prompt = user if raw else chat_prompt(pair.base, user)
+    trace = guided_generate(prompt, pair.base, pair.oracle, config)
+    trace.timings.load_s = pair.load_s
+    return trace
+
+
+def render_trace(trace: Trace, *, color: bool = True) -> str:
+    """The text coloured by source, then one summary line."""
+    body = "".join(colored(s.output, COLORS[s.model_type]) if color else s.output for s in trace.interleaved_outputs)
+    return body + "\n" + summary_line(trace)
+
+
+def summary_line(trace: Trace) -> str:
+    t = trace.timings
+    return (f"[{trace.total_tokens_generated} tokens: base {trace.base_tokens}, oracle {trace.oracle_tokens} "
+            f"({100 * trace.oracle_share:.0f}%) | consults at {trace.cheat_positions} | "
+            f"{trace.tokens_per_s:.1f} tok/s, {t.generation_s:.2f} s | handoff {trace.handoff} | "
+            f"finish {trace.finish_reason}]")
+
+
+def consulted(trace: Trace) -> int:
+    return sum(1 for s in trace.interleaved_outputs if s.model_type == ORACLE)

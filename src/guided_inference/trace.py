@@ -1,0 +1,114 @@
+"""The trace of one guided generation: who wrote what, where consults began, what it cost.
+
+``Trace.to_dict()`` is what ``guided generate --json`` prints and what the
+evaluation stores per problem. Field names follow the original tool
+(``interleaved_outputs`` with ``model_type``/``output``, ``cheat_positions``,
+``total_tokens_generated``) so its stats scripts still read our files.
+
+Invariant: ``"".join(s.output for s in segments) == result`` exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+BASE, ORACLE = "base", "oracle"
+
+
+@dataclass
+class Segment:
+    model_type: str  # "base" | "oracle"
+    output: str
+    start: int  # index of its first token among the generated tokens
+    n_tokens: int
+
+
+@dataclass
+class ModelTimings:
+    prefill_tokens: int = 0
+    prefill_s: float = 0.0
+    decode_tokens: int = 0
+    decode_s: float = 0.0
+
+    def add(self, chunk) -> None:
+        self.prefill_tokens += chunk.prefill_tokens
+        self.prefill_s += chunk.prefill_s
+        self.decode_tokens += chunk.decode_tokens
+        self.decode_s += chunk.decode_s
+
+
+@dataclass
+class Timings:
+    load_s: float = 0.0
+    generation_s: float = 0.0
+    base: ModelTimings = field(default_factory=ModelTimings)
+    oracle: ModelTimings = field(default_factory=ModelTimings)
+
+
+@dataclass
+class Trace:
+    result: str
+    interleaved_outputs: list[Segment]
+    cheat_positions: list[int]
+    total_tokens_generated: int
+    base_tokens: int
+    oracle_tokens: int
+    handoff: str  # "tokens" | "text"
+    finish_reason: str  # "eos" | "length" | "stop"
+    timings: Timings
+    token_ids: list[int] | None = None  # generated ids (token handoff only)
+    consult_stats: list[dict | None] = field(default_factory=list)  # base stats where each consult began
+
+    @property
+    def oracle_share(self) -> float:
+        return self.oracle_tokens / self.total_tokens_generated if self.total_tokens_generated else 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        g = self.timings.generation_s
+        return self.total_tokens_generated / g if g > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["oracle_share"] = self.oracle_share
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Trace":
+        t = d["timings"]
+        timings = Timings(t["load_s"], t["generation_s"], ModelTimings(**t["base"]), ModelTimings(**t["oracle"]))
+        fields = {k: d[k] for k in cls.__dataclass_fields__ if k in d and k not in ("timings", "interleaved_outputs")}
+        return cls(interleaved_outputs=[Segment(**s) for s in d["interleaved_outputs"]], timings=timings, **fields)
+
+
+def split_segments(pieces: list[tuple[str, bytes, int]]) -> list[Segment]:
+    """Turn (source, bytes, n_tokens) pieces into text segments whose concatenation
+    decodes exactly like the whole byte string.
+
+    A token can end in the middle of a UTF-8 character; such a character is moved
+    whole into the segment where it began, so no segment holds half a character
+    and nothing is stripped or added. Adjacent base pieces are merged; each oracle
+    piece (one consult) stays its own segment.
+    """
+    merged: list[list] = []
+    for source, data, n in pieces:
+        if merged and source == BASE and merged[-1][0] == BASE:
+            merged[-1][1] += data
+            merged[-1][2] += n
+        else:
+            merged.append([source, bytearray(data), n])
+    segments, carry, start = [], b"", 0
+    for i, (source, data, n) in enumerate(merged):
+        data = carry + bytes(data)
+        carry = b""
+        if i + 1 < len(merged):
+            nxt = merged[i + 1][1]
+            # UTF-8 continuation bytes (0b10xxxxxx) at the head of the next piece
+            # belong to a character that starts here.
+            j = 0
+            while j < len(nxt) and (nxt[j] & 0xC0) == 0x80:
+                j += 1
+            data += bytes(nxt[:j])
+            merged[i + 1][1] = nxt[j:]
+        segments.append(Segment(source, data.decode("utf-8", errors="replace"), start, n))
+        start += n
+    return segments
