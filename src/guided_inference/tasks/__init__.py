@@ -1,0 +1,162 @@
+"""Evaluation datasets: one small file per dataset (load, prompt, grade), one record type.
+
+    task = get_task("math500")          # or task_for_file("my.jsonl")
+    problems = task.load()              # list[Problem], file order; DataError on a bad line
+    user = task.prompt(problems[0])     # the user message (wrap with chat_prompt)
+    grade = task.grade(problems[0], response_text, timeout_s=10)
+
+Contracts:
+  - ``load`` reads the whole file before returning: a malformed line raises
+    ``DataError`` naming the file, the line number and what is wrong, so a run
+    stops before any generation.
+  - ``unique_id`` is unique within a file (resume keys on it); a duplicate is a
+    ``DataError`` naming both lines.
+  - ``Task.template_id`` changes whenever the prompt template text changes; it is
+    recorded with every result so a resumed run never mixes prompts.
+
+Datasets: ``math500`` (MATH-500), ``math`` (full MATH test, 5,000), ``gsm8k`` (test,
+1,319), and any JSONL file with problem/answer fields or the Meta evals format
+(``jsonl.py``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ..config import GuidedError
+from .grading import Grade, grade_response
+
+# Zero-shot chain of thought, final answer in \boxed{} (the Qwen2.5-Math wording).
+BOXED_COT = "{problem}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+
+
+class DataError(GuidedError, ValueError):
+    """A dataset file is missing or a line in it is malformed."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    unique_id: str
+    problem: str  # the question text the template wraps
+    answer: str  # the gold answer, as LaTeX or a plain number
+    level: int | None = None
+    subject: str | None = None
+    line: int = 0  # 1-based line number in its file
+    defaults: tuple[tuple[str, Any], ...] = ()  # generation defaults the file sets (Meta eval_config)
+
+
+RowParser = Callable[[dict, int], Problem]  # (JSON object, line number) -> Problem; KeyError/ValueError if bad
+
+
+@dataclass(frozen=True)
+class Task:
+    """A dataset: where its file is, how a line becomes a Problem, the prompt template."""
+
+    name: str  # recorded as ``dataset`` in every result row
+    path: Path
+    parse_row: RowParser
+    template: str = BOXED_COT
+
+    @property
+    def template_id(self) -> str:
+        digest = hashlib.sha256(self.template.encode("utf-8")).hexdigest()[:8]
+        return f"boxed-cot@{digest}" if self.template == BOXED_COT else f"custom@{digest}"
+
+    def load(self) -> list[Problem]:
+        problems, seen = [], {}
+        for lineno, row in read_jsonl(self.path):
+            try:
+                p = self.parse_row(row, lineno)
+            except KeyError as e:
+                raise DataError(f"{self.path}:{lineno}: missing field {e.args[0]!r}") from None
+            except (TypeError, ValueError) as e:
+                raise DataError(f"{self.path}:{lineno}: {e}") from None
+            if p.unique_id in seen:
+                raise DataError(f"{self.path}:{lineno}: unique_id {p.unique_id!r} repeats line {seen[p.unique_id]}")
+            seen[p.unique_id] = lineno
+            problems.append(p)
+        if not problems:
+            raise DataError(f"{self.path}: no problems in file")
+        return problems
+
+    def prompt(self, problem: Problem) -> str:
+        return self.template.format(problem=problem.problem)
+
+    def grade(self, problem: Problem, response: str, *, timeout_s: float | None = 10.0) -> Grade:
+        return grade_response(problem.answer, response, timeout_s=timeout_s)
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, object) for each non-blank line; DataError on bad JSON or a non-object."""
+    try:
+        f = open(path, encoding="utf-8")
+    except OSError as e:
+        raise DataError(f"cannot read data file {path}: {e.strerror}") from None
+    with f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            yield lineno, row
+
+
+def text_field(row: dict, name: str) -> str:
+    """A required non-empty string field (numbers are accepted and turned into text)."""
+    value = row[name]
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)) or str(value).strip() == "":
+        raise ValueError(f"field {name!r} must be a non-empty string, got {value!r}")
+    return str(value)
+
+
+def shipped(filename: str) -> Path:
+    """Path of a data file shipped inside the package."""
+    return Path(str(resources.files("guided_inference") / "data" / filename))
+
+
+def _registry() -> dict[str, Task]:
+    from . import gsm8k, math
+
+    return {t.name: t for t in (math.MATH500, math.MATH, gsm8k.GSM8K)}
+
+
+DATASETS: tuple[str, ...] = ("math500", "math", "gsm8k")
+
+
+def get_task(name: str) -> Task:
+    tasks = _registry()
+    if name not in tasks:
+        raise DataError(f"dataset must be one of {', '.join(DATASETS)} (or --data FILE.jsonl), got {name!r}")
+    return tasks[name]
+
+
+def task_for_file(path: str | Path) -> Task:
+    """A Task for any JSONL file with problem/answer fields or in the Meta evals format."""
+    from .jsonl import file_task
+
+    return file_task(Path(path))
+
+
+def common_defaults(problems: list[Problem]) -> dict:
+    """Generation defaults every problem agrees on (Meta files set max_gen_len/temperature per line).
+
+    Lines that disagree raise DataError: one run has one configuration.
+    """
+    first = problems[0].defaults
+    for p in problems[1:]:
+        if p.defaults != first:
+            raise DataError(f"line {p.line}: eval_config {dict(p.defaults)} differs from line "
+                            f"{problems[0].line}'s {dict(first)}; split the file by configuration")
+    return dict(first)
+
+
+__all__ = ["BOXED_COT", "DATASETS", "DataError", "Grade", "Problem", "Task", "common_defaults", "get_task",
+           "read_jsonl", "shipped", "task_for_file", "text_field"]

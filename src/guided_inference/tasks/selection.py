@@ -1,0 +1,99 @@
+"""Which problems of a dataset a run covers: filters, a window, a shard.
+
+    sel = Selection(levels=(1, 2), num_samples=100, shard=(1, 4))
+    problems = sel.apply(task.load())
+
+Order of operations (each a pure function of the list before it):
+  1. keep ``levels`` and ``subjects`` (subjects match case-insensitively, and
+     "counting_and_probability" matches "Counting & Probability");
+  2. skip ``offset`` problems, keep the next ``num_samples`` (all if None);
+  3. shard ``i/n`` (1-based): every n-th problem starting at the i-th, so the n
+     shards are disjoint, together cover step 2's list, and each mixes levels.
+
+Contract: a bad value raises ``ConfigError`` naming the value and what is allowed.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..config import ConfigError
+from . import Problem
+
+
+def subject_key(name: str) -> str:
+    """'Counting & Probability' and 'counting_and_probability' -> 'counting_and_probability'."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower().replace("&", " and ")).strip("_")
+
+
+@dataclass(frozen=True)
+class Selection:
+    num_samples: int | None = None
+    offset: int = 0
+    levels: tuple[int, ...] | None = None
+    subjects: tuple[str, ...] | None = None
+    shard: tuple[int, int] | None = None  # (i, n), 1 <= i <= n
+
+    def __post_init__(self) -> None:
+        if self.num_samples is not None and (isinstance(self.num_samples, bool) or self.num_samples < 1):
+            raise ConfigError(f"num_samples must be an integer >= 1, got {self.num_samples!r}")
+        if isinstance(self.offset, bool) or not isinstance(self.offset, int) or self.offset < 0:
+            raise ConfigError(f"offset must be an integer >= 0, got {self.offset!r}")
+        if self.shard is not None:
+            i, n = self.shard
+            if not (n >= 1 and 1 <= i <= n):
+                raise ConfigError(f"shard must be i/n with 1 <= i <= n, got {i}/{n}")
+
+    def apply(self, problems: list[Problem]) -> list[Problem]:
+        chosen = problems
+        if self.levels is not None:
+            present = sorted({p.level for p in problems if p.level is not None})
+            if not present:
+                raise ConfigError("levels: this dataset has no levels")
+            bad = [lv for lv in self.levels if lv not in present]
+            if bad:
+                raise ConfigError(f"levels must be among {','.join(map(str, present))}, got {bad[0]}")
+            chosen = [p for p in chosen if p.level in self.levels]
+        if self.subjects is not None:
+            present = {subject_key(p.subject): p.subject for p in problems if p.subject}
+            if not present:
+                raise ConfigError("subjects: this dataset has no subjects")
+            wanted = {subject_key(s) for s in self.subjects}
+            bad = sorted(wanted - present.keys())
+            if bad:
+                raise ConfigError(f"subjects must be among {', '.join(sorted(present))}, got {bad[0]!r}")
+            chosen = [p for p in chosen if p.subject and subject_key(p.subject) in wanted]
+        end = None if self.num_samples is None else self.offset + self.num_samples
+        chosen = chosen[self.offset:end]
+        if self.shard is not None:
+            i, n = self.shard
+            chosen = chosen[i - 1::n]
+        return chosen
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
+    if not m:
+        raise ConfigError(f"shard must look like i/n (e.g. 1/4), got {text!r}")
+    i, n = int(m.group(1)), int(m.group(2))
+    if not (n >= 1 and 1 <= i <= n):
+        raise ConfigError(f"shard must be i/n with 1 <= i <= n, got {text!r}")
+    return i, n
+
+
+def parse_int_list(name: str, text: str, *, minimum: int = 0) -> tuple[int, ...]:
+    """'1,2,3' -> (1, 2, 3); ConfigError naming ``name`` otherwise."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a comma-separated list of integers, got {text!r}") from None
+    if not values or any(v < minimum for v in values):
+        raise ConfigError(f"{name} must be a comma-separated list of integers >= {minimum}, got {text!r}")
+    return values
+
+
+def parse_str_list(name: str, text: str) -> tuple[str, ...]:
+    values = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not values:
+        raise ConfigError(f"{name} must be a comma-separated list, got {text!r}")
+    return values
