@@ -44,7 +44,7 @@ class _Reader:
         if self.unread:
             # Text handoff: the other model's new text, re-tokenized for this one,
             # whitespace untouched. Never strip: that glued words in the prototype.
-            self.ids.extend(self.backend.tokenize(self.unread.decode("utf-8", errors="replace")))
+            self.ids.extend(self.backend.tokenize(self.unread.decode("utf-8", errors="replace"), special=False))
             self.unread.clear()
         return self.ids
 

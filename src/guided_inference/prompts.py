@@ -36,7 +36,7 @@ def chat_prompt(backend, user: str, system: str | None = None) -> str:
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
     text = render_chat(backend.chat_template, messages, bos_text=backend.bos_text,
                        eos_text=getattr(backend, "eos_text", ""))
-    # The backend adds BOS itself when tokenizing with add_bos=True; don't double it.
-    if backend.bos_text and text.startswith(backend.bos_text):
+    # A backend whose tokenizer adds BOS itself (add_bos=True) must not get it twice.
+    if backend.bos_text and text.startswith(backend.bos_text) and backend.tokenize("", add_bos=True):
         text = text[len(backend.bos_text):]
     return text

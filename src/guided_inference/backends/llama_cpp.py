@@ -60,8 +60,8 @@ class LlamaCppBackend:
         return h.hexdigest()[:16]
 
     # --- Backend protocol -------------------------------------------------
-    def tokenize(self, text: str, *, add_bos: bool = False) -> list[int]:
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+    def tokenize(self, text: str, *, add_bos: bool = False, special: bool = True) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
 
     def detokenize(self, ids: list[int]) -> bytes:
         return self.llm.detokenize(list(ids))

@@ -66,7 +66,10 @@ class Backend(Protocol):
     token_ids: bool  # accepts and returns token ids
     concurrent: bool  # safe to call generate() from several threads at once (HTTP: yes; embedded: no)
 
-    def tokenize(self, text: str, *, add_bos: bool = False) -> list[int]: ...
+    def tokenize(self, text: str, *, add_bos: bool = False, special: bool = True) -> list[int]:
+        """special=True parses control-token text (chat templates); generated text is
+        re-tokenized with special=False so a model writing "<|im_end|>" stays text."""
+        ...
 
     def detokenize(self, ids: list[int]) -> bytes: ...
 
