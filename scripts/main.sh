@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up, then the main job: a guided MATH-500 evaluation on the embedded Qwen pair
+# (0.5B base, 1.5B oracle, random policy, c=20, k=10), printing the results table.
+# More problems: NUM_SAMPLES=100 bash scripts/main.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+GUIDED_EXTRAS="${GUIDED_EXTRAS:-test,server}" GUIDED_MODELS="qwen2.5-coder-0.5b qwen2.5-coder-1.5b" \
+  GUIDED_SKIP_CHROMIUM=1 bash scripts/setup.sh
+. .venv/bin/activate
+mkdir -p out
+guided eval --base_model 0.5B --oracle_model 1.5B --policy random --c 20 --k 10 \
+  --dataset math500 --num_samples "${NUM_SAMPLES:-10}" --output_file out/main_math500_c20_k10.jsonl
+guided report out/main_math500_c20_k10.jsonl
