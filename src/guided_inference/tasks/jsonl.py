@@ -25,6 +25,7 @@ from .gsm8k import MARK, gold_number
 from .math import parse_level
 
 META_DEFAULTS = {"max_gen_len": ("max_new_tokens", int), "temperature": ("temperature", float)}
+KIND_NAMES = {int: "an integer", float: "a number"}
 
 
 def _first(row: dict, names: tuple[str, ...]):
@@ -46,7 +47,7 @@ def _meta_defaults(row: dict) -> tuple:
             try:
                 out.append((name, kind(cfg[key])))
             except (TypeError, ValueError):
-                raise ValueError(f"eval_config.{key} must be a {kind.__name__}, got {cfg[key]!r}") from None
+                raise ValueError(f"eval_config.{key} must be {KIND_NAMES[kind]}, got {cfg[key]!r}") from None
     return tuple(out)
 
 

@@ -1,0 +1,14 @@
+"""Evaluation: run a base/oracle pair over a dataset, grade, and report.
+
+    guided eval --base_model 0.5B --oracle_model 1.5B --dataset math500 --num_samples 100 --c 20 --k 10
+    guided report --html report.html out/*.jsonl
+
+Modules (data flows top to bottom):
+  runner.py   problems -> guided_generate -> grade -> one JSON line each (resume, concurrency)
+  results.py  the JSONL results file: atomic appends, tail repair, run-key checks, locking
+  report.py   pure statistics over rows: Wilson CI, paired bootstrap, breakdowns, tables
+  plots.py    matplotlib figures as PNG bytes
+  html.py     the self-contained HTML report
+  sweep.py    the (k, c) grid, file names, the original tool's table
+  cli.py      the eval / sweep / report / compare / grade subcommands
+"""

@@ -1,0 +1,228 @@
+"""The evaluation subcommands: eval, sweep, report, compare, grade.
+
+    guided eval --dataset math500 --num_samples 100 --c 20 --k 10 --output_file out/c20k10.jsonl
+    guided sweep --c 0,5,10,20,50 --k 5,10 --policy random --dataset math500 --num_samples 100 --out_dir DIR
+    guided report out/*.jsonl                  # table (+ level/subject breakdowns for one file)
+    guided report --html report.html out/*.jsonl
+    guided compare out/base.jsonl out/c20k10.jsonl
+    guided grade out/c20k10.jsonl              # re-grade in place
+
+``register`` adds them to the main parser (``guided_inference/cli.py`` calls it).
+Flags accept --under_score and --dash-ed spellings; bad values raise GuidedError
+with a one-line message.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..config import ConfigError, GuidedError
+from ..tasks import DATASETS, common_defaults, get_task, task_for_file
+from ..tasks.selection import Selection, parse_int_list, parse_shard, parse_str_list
+
+EVAL_MAX_NEW_TOKENS = 1024  # long enough that MATH answers are rarely cut off (the truncated share is reported)
+
+
+def register(sub, *, add_model_flags, add_generation_flags, flag, generation_config) -> None:
+    e = sub.add_parser("eval", help="evaluate a base/oracle pair on a dataset (resumable JSONL)")
+    add_model_flags(e)
+    add_generation_flags(e)
+    _run_flags(e, flag)
+    flag(e, "output_file", default=None, help="results JSONL (default out/<dataset>_<base>_<oracle>_<policy>_c_k.jsonl)")
+    e.set_defaults(func=cmd_eval, make_config=generation_config)
+
+    s = sub.add_parser("sweep", help="run a grid of (k, c) budgets, then print the table and plot", conflict_handler="resolve")
+    add_model_flags(s)
+    add_generation_flags(s)
+    _run_flags(s, flag)
+    flag(s, "c", default="0,5,10,20,50", help="comma-separated consult budgets (default 0,5,10,20,50)")
+    flag(s, "k", default="5,10", help="comma-separated oracle tokens per consult (default 5,10)")
+    flag(s, "out_dir", default=None, help="directory for one results file per point (default sweeps/<dataset>)")
+    flag(s, "no_baselines", action="store_true", help="skip base-only (c=0) and oracle-only (policy always) runs")
+    flag(s, "plot", default=None, help="PNG path of accuracy vs oracle share (default <out_dir>/sweep.png)")
+    s.set_defaults(func=cmd_sweep, make_config=generation_config)
+
+    r = sub.add_parser("report", help="accuracy table (and --html page) for result files")
+    r.add_argument("files", nargs="+")
+    flag(r, "html", default=None, help="write one self-contained HTML page here")
+    flag(r, "by", default=None, help="breakdowns: comma list of level,subject or none (default: both for one file)")
+    flag(r, "merge", action="store_true", help="pool all files into one run (e.g. shards)")
+    r.set_defaults(func=cmd_report)
+
+    c = sub.add_parser("compare", help="paired comparison of two result files on their shared problems")
+    c.add_argument("a")
+    c.add_argument("b")
+    flag(c, "n_boot", type=int, default=10_000, help="bootstrap resamples (default 10000)")
+    flag(c, "seed", type=int, default=0, help="bootstrap seed (default 0)")
+    c.set_defaults(func=cmd_compare)
+
+    g = sub.add_parser("grade", help="re-grade result files in place (atomic)")
+    g.add_argument("files", nargs="+")
+    flag(g, "grade_timeout", type=float, default=10.0, help="seconds per problem; a timeout counts as wrong")
+    g.set_defaults(func=cmd_grade)
+
+
+def _run_flags(p, flag) -> None:
+    flag(p, "dataset", default=None, help=f"one of {', '.join(DATASETS)} (default math500)")
+    flag(p, "data", default=None, help="a JSONL file instead: problem/answer fields, or the Meta evals format")
+    flag(p, "num_samples", type=int, default=None, help="problems to run (default all selected)")
+    flag(p, "offset", type=int, default=0, help="skip this many selected problems first")
+    flag(p, "levels", default=None, help="comma-separated levels, e.g. 1,2,3")
+    flag(p, "subjects", default=None, help="comma-separated subjects, e.g. algebra,number_theory")
+    flag(p, "shard", default=None, help="i/n: the i-th of n disjoint shards (1-based)")
+    flag(p, "concurrency", type=int, default=1, help="problems in flight (HTTP backends only)")
+    flag(p, "grade_timeout", type=float, default=10.0, help="grading seconds per problem; a timeout counts as wrong")
+    flag(p, "verbose", action="store_true", help="print each coloured trace (oracle blue, base red)")
+    flag(p, "no_progress", action="store_true", help="no progress bar")
+
+
+def load_selection(args):
+    """(task, selected problems, file defaults) from the dataset/selection flags; errors before any model loads."""
+    if args.data and args.dataset:
+        raise ConfigError(f"give --dataset or --data, not both (got {args.dataset!r} and {args.data!r})")
+    task = task_for_file(args.data) if args.data else get_task(args.dataset or "math500")
+    problems = task.load()
+    selection = Selection(
+        num_samples=args.num_samples, offset=args.offset,
+        levels=parse_int_list("levels", args.levels, minimum=1) if args.levels else None,
+        subjects=parse_str_list("subjects", args.subjects) if args.subjects else None,
+        shard=parse_shard(args.shard) if args.shard else None)
+    chosen = selection.apply(problems)
+    if not chosen:
+        raise ConfigError(f"the selection is empty ({len(problems)} problems before filters, offset {args.offset})")
+    return task, chosen, common_defaults(chosen), selection
+
+
+def _apply_defaults(args, file_defaults: dict) -> None:
+    """Flags the user did not give take the data file's defaults, then the eval default."""
+    for name, value in file_defaults.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
+    if args.max_new_tokens is None:
+        args.max_new_tokens = EVAL_MAX_NEW_TOKENS
+
+
+def _settings(args, output: Path):
+    from .runner import EvalSettings
+
+    return EvalSettings(output_file=output, concurrency=args.concurrency, grade_timeout_s=args.grade_timeout,
+                        verbose=args.verbose, progress=not args.no_progress)
+
+
+def _load_pair(args, config):
+    from ..runner import load_pair
+
+    return load_pair(args.base_model, args.oracle_model, n_ctx=args.n_ctx, collect_stats=config.collect_stats)
+
+
+def cmd_eval(args) -> int:
+    from .report import format_table, latest, summarize
+    from .runner import run_eval
+    from .sweep import run_name
+
+    task, problems, defaults, selection = load_selection(args)
+    _apply_defaults(args, defaults)
+    config = args.make_config(args)
+    output = Path(args.output_file) if args.output_file else Path("out") / run_name(
+        task.name, args.base_model, args.oracle_model, config.policy, config.c, config.k, selection.shard)
+    settings = _settings(args, output)
+    pair = _load_pair(args, config)
+    outcome = run_eval(task, problems, pair, config, settings)
+    s = summarize(latest(outcome.rows), output.stem)
+    print(format_table([s]))
+    print(f"{output}: {outcome.ran} run, {outcome.skipped} resumed, {outcome.retried} retried; "
+          f"{s.errors} error(s), {s.grade_timeouts} grading timeout(s), {100 * s.truncated:.1f}% truncated")
+    return 1 if s.errors else 0
+
+
+def cmd_sweep(args) -> int:
+    from .plots import accuracy_vs_share
+    from .report import latest, summarize
+    from .runner import run_eval
+    from .sweep import run_name, sweep_points, sweep_table
+
+    cs = parse_int_list("c", args.c, minimum=0)
+    ks = parse_int_list("k", args.k, minimum=1)
+    task, problems, defaults, selection = load_selection(args)
+    _apply_defaults(args, defaults)
+    base_config = _config_at(args, c=None, k=ks[0], policy=args.policy)  # validates the shared flags early
+    out_dir = Path(args.out_dir or Path("sweeps") / task.name.replace(":", "-"))
+    pair = _load_pair(args, base_config)
+    results = []
+    for point in sweep_points(cs, ks, args.policy or base_config.policy, baselines=not args.no_baselines):
+        config = _config_at(args, c=point.c, k=point.k, policy=point.policy)
+        path = out_dir / run_name(task.name, args.base_model, args.oracle_model, point.policy, config.c, config.k,
+                                  selection.shard)
+        print(f"== {point.kind}: policy {point.policy}, c {config.c}, k {config.k} -> {path}", file=sys.stderr)
+        outcome = run_eval(task, problems, pair, config, _settings(args, path))
+        results.append((point, summarize(latest(outcome.rows), path.stem)))
+    print(sweep_table(results))
+    plot = Path(args.plot) if args.plot else out_dir / "sweep.png"
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    title = f"{task.name}, {args.base_model} + {args.oracle_model}, n={len(problems)}"
+    plot.write_bytes(accuracy_vs_share([(p.kind, s) for p, s in results], title=title))
+    print(f"plot: {plot}")
+    return 0
+
+
+def _config_at(args, *, c, k, policy):
+    ns = argparse.Namespace(**vars(args))
+    ns.c, ns.k, ns.policy = c, k, policy
+    return ns.make_config(ns)
+
+
+def _read(files: list[str]) -> list[tuple[str, list[dict]]]:
+    from .results import read_rows
+
+    return [(Path(f).stem, read_rows(f)) for f in files]
+
+
+def cmd_report(args) -> int:
+    from .report import format_breakdown, format_table, latest, summarize
+
+    runs = _read(args.files)
+    if args.merge:
+        runs = [("+".join(label for label, _ in runs), [r for _, rows in runs for r in rows])]
+    runs = [(label, latest(rows)) for label, rows in runs]
+    print(format_table([summarize(rows, label) for label, rows in runs]))
+    by = args.by if args.by is not None else ("level,subject" if len(runs) == 1 else "none")
+    keys = [] if by == "none" else list(parse_str_list("by", by))
+    for key in keys:
+        if key not in ("level", "subject"):
+            raise ConfigError(f"by must be a comma list of level, subject, or none; got {key!r}")
+        for label, rows in runs:
+            if any(r.get(key) is not None for r in rows):
+                print(f"\n{label} by {key}:\n{format_breakdown(rows, key)}")
+    if args.html:
+        from .html import render_html
+
+        Path(args.html).write_text(render_html(runs), encoding="utf-8")
+        print(f"html: {args.html}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .report import compare, format_comparison
+
+    (la, ra), (lb, rb) = _read([args.a, args.b])
+    if args.n_boot < 100:
+        raise ConfigError(f"n_boot must be an integer >= 100, got {args.n_boot}")
+    result = compare(ra, rb, n_boot=args.n_boot, seed=args.seed)
+    if result.shared == 0:
+        raise GuidedError(f"{args.a} and {args.b} share no graded problems (same dataset and selection?)")
+    print(format_comparison(result, la, lb))
+    return 0
+
+
+def cmd_grade(args) -> int:
+    from .runner import regrade
+
+    if args.grade_timeout <= 0:
+        raise ConfigError(f"grade_timeout must be a number of seconds > 0, got {args.grade_timeout}")
+    for f in args.files:
+        if not Path(f).is_file():
+            raise GuidedError(f"results file {f} does not exist")
+        n, changed = regrade(Path(f), timeout_s=args.grade_timeout)
+        print(f"{f}: re-graded {n} row(s), {changed} verdict(s) changed")
+    return 0

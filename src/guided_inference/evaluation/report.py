@@ -1,0 +1,182 @@
+"""Statistics and text tables over result rows: pure functions, no I/O.
+
+    rows = latest(read_rows("out/run.jsonl"))
+    s = summarize(rows, label="c20k10")        # accuracy, Wilson 95% CI, n, shares, tokens
+    print(format_table([s]))
+    cmp = compare(rows_a, rows_b)               # paired bootstrap on the shared problems
+
+Conventions:
+  - A row counts when ``correct`` is True/False; rows with an ``error`` (the backend
+    failed) are counted apart, never as wrong.
+  - ``latest`` keeps the last row per ``unique_id`` (a file may hold an error line and
+    its retry when read mid-run).
+  - Oracle share is token-weighted: sum of oracle tokens / sum of all tokens.
+  - Truncated: ``finish_reason == "length"`` (the answer may have been cut off).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
+
+
+def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (no continuity correction).
+
+    n = 0 gives (0, 1): nothing is known.
+    """
+    if n == 0:
+        return 0.0, 1.0
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def paired_bootstrap(a: list[bool], b: list[bool], *, n_boot: int = 10_000, seed: int = 0,
+                     alpha: float = 0.05) -> tuple[float, float, float]:
+    """(mean(b) - mean(a), low, high): percentile bootstrap over problems, resampled in pairs.
+
+    ``a[i]`` and ``b[i]`` must be verdicts on the same problem. Deterministic for a seed.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"paired samples need equal lengths, got {len(a)} and {len(b)}")
+    if not a:
+        return 0.0, 0.0, 0.0
+    d = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    step = max(1, 2_000_000 // d.size)  # resamples per batch: bounded memory for big n
+    for start in range(0, n_boot, step):
+        m = min(step, n_boot - start)
+        means[start:start + m] = d[rng.integers(0, d.size, size=(m, d.size))].mean(axis=1)
+    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return float(d.mean()), float(low), float(high)
+
+
+def latest(rows: list[dict]) -> list[dict]:
+    """The last row per unique_id, in order of first appearance."""
+    last: dict = {}
+    for r in rows:
+        last[r.get("unique_id")] = r
+    return list(last.values())
+
+
+def is_graded(row: dict) -> bool:
+    return row.get("error") is None and row.get("correct") is not None
+
+
+@dataclass(frozen=True)
+class Summary:
+    label: str
+    n: int  # graded problems
+    correct: int
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    errors: int
+    grade_timeouts: int
+    truncated: float  # share of graded rows cut at max_new_tokens
+    oracle_share: float
+    mean_tokens: float
+    generation_s: float  # sum of per-problem generation time
+    tokens_per_s: float
+    c: int | None = None
+    k: int | None = None
+    policy: str | None = None
+
+
+def summarize(rows: list[dict], label: str = "") -> Summary:
+    graded = [r for r in rows if is_graded(r)]
+    n = len(graded)
+    correct = sum(1 for r in graded if r["correct"])
+    lo, hi = wilson(correct, n)
+    tokens = sum(r.get("total_tokens_generated") or 0 for r in graded)
+    oracle = sum(r.get("oracle_tokens") or 0 for r in graded)
+    gen_s = sum((r.get("timings") or {}).get("generation_s", 0.0) for r in graded)
+    first = rows[0] if rows else {}
+    return Summary(
+        label=label, n=n, correct=correct, accuracy=correct / n if n else 0.0, ci_low=lo, ci_high=hi,
+        errors=sum(1 for r in rows if r.get("error") is not None),
+        grade_timeouts=sum(1 for r in graded if r.get("grade_timeout")),
+        truncated=sum(1 for r in graded if r.get("finish_reason") == "length") / n if n else 0.0,
+        oracle_share=oracle / tokens if tokens else 0.0, mean_tokens=tokens / n if n else 0.0,
+        generation_s=gen_s, tokens_per_s=tokens / gen_s if gen_s > 0 else 0.0,
+        c=first.get("c"), k=first.get("k"), policy=first.get("policy"))
+
+
+def breakdown(rows: list[dict], key: str) -> list[tuple[object, Summary]]:
+    """One Summary per value of ``key`` (e.g. level, subject), values sorted, None last."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault(r.get(key), []).append(r)
+    order = sorted(groups, key=lambda v: (v is None, str(type(v)), v if v is not None else 0))
+    return [(v, summarize(groups[v], label=str(v))) for v in order]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    shared: int  # problems graded in both
+    only_a: int  # graded in A only (left out)
+    only_b: int
+    acc_a: float
+    acc_b: float
+    diff: float  # acc_b - acc_a on the shared problems
+    ci_low: float
+    ci_high: float
+    a_wins: int  # right in A, wrong in B
+    b_wins: int
+
+
+def compare(rows_a: list[dict], rows_b: list[dict], *, n_boot: int = 10_000, seed: int = 0) -> Comparison:
+    """Paired comparison of two runs on the problems both graded (by unique_id)."""
+    a = {r["unique_id"]: bool(r["correct"]) for r in latest(rows_a) if is_graded(r)}
+    b = {r["unique_id"]: bool(r["correct"]) for r in latest(rows_b) if is_graded(r)}
+    ids = [u for u in a if u in b]
+    va, vb = [a[u] for u in ids], [b[u] for u in ids]
+    diff, lo, hi = paired_bootstrap(va, vb, n_boot=n_boot, seed=seed)
+    n = len(ids)
+    return Comparison(shared=n, only_a=len(a) - n, only_b=len(b) - n,
+                      acc_a=sum(va) / n if n else 0.0, acc_b=sum(vb) / n if n else 0.0, diff=diff,
+                      ci_low=lo, ci_high=hi, a_wins=sum(x and not y for x, y in zip(va, vb)),
+                      b_wins=sum(y and not x for x, y in zip(va, vb)))
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+TABLE_HEADER = ("run", "n", "accuracy", "95% CI", "oracle", "tokens", "trunc", "err", "gen time", "tok/s")
+
+
+def table_row(s: Summary) -> tuple[str, ...]:
+    return (s.label, str(s.n), pct(s.accuracy), f"{pct(s.ci_low)}-{pct(s.ci_high)}", pct(s.oracle_share),
+            f"{s.mean_tokens:.0f}", pct(s.truncated), str(s.errors), f"{s.generation_s:.0f}s",
+            f"{s.tokens_per_s:.1f}")
+
+
+def format_table(summaries: list[Summary], header: tuple[str, ...] = TABLE_HEADER, rows=None) -> str:
+    """A Markdown table (readable as plain text too)."""
+    body = rows if rows is not None else [table_row(s) for s in summaries]
+    widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(header)]
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, body)])
+
+
+def format_breakdown(rows: list[dict], key: str) -> str:
+    parts = breakdown(rows, key)
+    body = [(str(v) if v is not None else "-", str(s.n), pct(s.accuracy), f"{pct(s.ci_low)}-{pct(s.ci_high)}",
+             pct(s.oracle_share), pct(s.truncated)) for v, s in parts]
+    return format_table([], header=(key, "n", "accuracy", "95% CI", "oracle", "trunc"), rows=body)
+
+
+def format_comparison(c: Comparison, label_a: str = "A", label_b: str = "B") -> str:
+    return (f"shared problems: {c.shared} (left out: {c.only_a} only in {label_a}, {c.only_b} only in {label_b})\n"
+            f"{label_a}: {pct(c.acc_a)}   {label_b}: {pct(c.acc_b)}\n"
+            f"{label_b} - {label_a}: {100 * c.diff:+.1f} points, paired bootstrap 95% CI "
+            f"[{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}]\n"
+            f"right only in {label_a}: {c.a_wins}, right only in {label_b}: {c.b_wins}")

@@ -1,0 +1,126 @@
+"""Statistics over result rows: Wilson intervals, paired bootstrap, summaries, breakdowns, comparisons."""
+import math
+
+import pytest
+
+from guided_inference.evaluation.report import (compare, format_breakdown, format_comparison, format_table, latest,
+                                                 paired_bootstrap, summarize, breakdown, wilson)
+
+
+# Newcombe (1998), "Two-sided confidence intervals for the single proportion", Table I, method 3 (Wilson score).
+@pytest.mark.parametrize("k,n,low,high", [
+    (81, 263, 0.2553, 0.3662),
+    (15, 148, 0.0624, 0.1605),
+    (0, 20, 0.0, 0.1611),
+    (1, 29, 0.0061, 0.1718),
+    (29, 29, 0.8830, 1.0),
+    (5, 10, 0.2366, 0.7634),
+])
+def test_wilson_known_values(k, n, low, high):
+    lo, hi = wilson(k, n)
+    assert lo == pytest.approx(low, abs=5e-5)
+    assert hi == pytest.approx(high, abs=5e-5)
+
+
+def test_wilson_empty_is_uninformative():
+    assert wilson(0, 0) == (0.0, 1.0)
+
+
+def _binom_quantile(n: int, p: float, q: float) -> int:
+    cdf = 0.0
+    for x in range(n + 1):
+        cdf += math.comb(n, x) * p ** x * (1 - p) ** (n - x)
+        if cdf >= q:
+            return x
+    return n
+
+
+# When B fixes m of A's n problems and breaks none, d = b - a has m ones: a resampled mean is
+# Binomial(n, m/n) / n, so the percentile CI is the binomial quantiles over n.
+@pytest.mark.parametrize("n,m", [(200, 20), (100, 50), (300, 9)])
+def test_bootstrap_matches_the_exact_resampling_distribution(n, m):
+    a = [False] * n
+    b = [True] * m + [False] * (n - m)
+    diff, lo, hi = paired_bootstrap(a, b, n_boot=20_000, seed=1)
+    assert diff == pytest.approx(m / n)
+    assert lo == pytest.approx(_binom_quantile(n, m / n, 0.025) / n, abs=1.01 / n)
+    assert hi == pytest.approx(_binom_quantile(n, m / n, 0.975) / n, abs=1.01 / n)
+
+
+@pytest.mark.parametrize("a,b,expected", [
+    ([True, False, True], [True, False, True], (0.0, 0.0, 0.0)),
+    ([False] * 5, [True] * 5, (1.0, 1.0, 1.0)),
+    ([True] * 4, [False] * 4, (-1.0, -1.0, -1.0)),
+    ([], [], (0.0, 0.0, 0.0)),
+])
+def test_bootstrap_degenerate_cases(a, b, expected):
+    assert paired_bootstrap(a, b, n_boot=500) == pytest.approx(expected)
+
+
+def test_bootstrap_is_paired_and_seeded():
+    # Same accuracy in both runs but on different problems: the paired CI straddles 0 widely;
+    # identical per-problem verdicts give a zero-width interval.
+    a = [True, False] * 50
+    b = [False, True] * 50
+    diff, lo, hi = paired_bootstrap(a, b, seed=3)
+    assert diff == 0 and lo < -0.15 and hi > 0.15
+    assert paired_bootstrap(a, b, seed=3) == paired_bootstrap(a, b, seed=3)
+    with pytest.raises(ValueError):
+        paired_bootstrap([True], [True, False])
+
+
+def row(uid, correct, *, level=1, subject="Algebra", tokens=100, oracle=20, finish="eos", error=None, gen_s=2.0):
+    return {"unique_id": uid, "correct": None if error else correct, "error": error, "level": level, "subject": subject,
+            "total_tokens_generated": tokens, "oracle_tokens": oracle, "finish_reason": finish,
+            "timings": {"generation_s": gen_s}, "c": 5, "k": 10, "policy": "random", "grade_timeout": False}
+
+
+ROWS = [row("a", True, level=1), row("b", False, level=2, finish="length", tokens=300, oracle=0),
+        row("c", True, level=2, subject="Geometry"), row("d", None, error="BackendError: down"),
+        row("e", False, level=3, subject="Geometry", oracle=100)]
+
+
+def test_summarize_counts_errors_apart():
+    s = summarize(ROWS, "run")
+    assert (s.n, s.correct, s.errors) == (4, 2, 1)
+    assert s.accuracy == 0.5
+    assert (s.ci_low, s.ci_high) == pytest.approx(wilson(2, 4))
+    assert s.truncated == 0.25
+    assert s.oracle_share == pytest.approx(140 / 600)  # token-weighted
+    assert s.mean_tokens == 150
+    assert s.generation_s == 8.0 and s.tokens_per_s == 75.0
+    assert (s.c, s.k, s.policy) == (5, 10, "random")
+
+
+@pytest.mark.parametrize("key,expected", [
+    ("level", [(1, 2, 2), (2, 2, 1), (3, 1, 0), (None, 1, 0)]),  # the error row has no verdict: not counted
+    ("subject", [("Algebra", 3, 2), ("Geometry", 2, 1), (None, 1, 0)]),
+])
+def test_breakdown(key, expected):
+    rows = ROWS + [row("f", True, level=1), row("g", False, level=None, subject=None)]
+    assert [(v, s.n, s.correct) for v, s in breakdown(rows, key)] == expected
+
+
+def test_latest_keeps_the_last_row_per_problem():
+    rows = [row("a", None, error="x"), row("b", True), row("a", True)]
+    assert [(r["unique_id"], r["correct"]) for r in latest(rows)] == [("a", True), ("b", True)]
+
+
+def test_compare_uses_only_shared_problems():
+    a = [row("p1", True), row("p2", False), row("p3", False), row("only_a", True)]
+    b = [row("p1", True), row("p2", True), row("p3", True), row("only_b", False), row("p4", None, error="e")]
+    c = compare(a, b, n_boot=2000)
+    assert (c.shared, c.only_a, c.only_b) == (3, 1, 1)
+    assert c.acc_a == pytest.approx(1 / 3) and c.acc_b == 1.0
+    assert c.diff == pytest.approx(2 / 3)
+    assert (c.a_wins, c.b_wins) == (0, 2)
+    text = format_comparison(c, "base", "guided")
+    assert "shared problems: 3" in text and "+66.7 points" in text
+
+
+def test_tables_render_every_row():
+    s = summarize(ROWS, "run")
+    t = format_table([s, s])
+    assert t.count("\n") == 3 and "50.0%" in t
+    b = format_breakdown(ROWS + [row("g", False, level=None)], "level")
+    assert "| 3 " in b and "| - " in b
