@@ -161,7 +161,7 @@ def cmd_sweep(args) -> int:
     plot = Path(args.plot) if args.plot else out_dir / "sweep.png"
     plot.parent.mkdir(parents=True, exist_ok=True)
     title = f"{task.name}, {args.base_model} + {args.oracle_model}, n={len(problems)}"
-    plot.write_bytes(accuracy_vs_share([(p.kind, s) for p, s in results], title=title))
+    plot.write_bytes(accuracy_vs_share([(p.kind, s, f"k{p.k} c{p.c}") for p, s in results], title=title))
     print(f"plot: {plot}")
     return 0
 

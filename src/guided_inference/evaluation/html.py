@@ -7,7 +7,8 @@ no network: CSS and JS are inline, plots are base64 PNGs. Each problem shows its
 verdict, answer and gold, and its trace coloured by source (oracle blue, base red;
 class ``seg oracle`` / ``seg base``) with a marker (class ``consult``) where each
 consult began; a marker's ``title`` (hover) lists that step's statistics when the row
-has ``consult_stats``. A checkbox hides everything but wrong answers.
+has ``consult_stats``. A checkbox (or the URL fragment ``#wrong``) hides everything but
+wrong answers.
 """
 from __future__ import annotations
 
@@ -35,17 +36,17 @@ pre.prompt{white-space:pre-wrap;font-size:12px;color:#444}
 """
 
 JS = """
-document.getElementById('only-wrong').addEventListener('change', function (e) {
-  document.body.classList.toggle('only-wrong', e.target.checked);
-  count();
-});
+var box = document.getElementById('only-wrong');
+function apply() { document.body.classList.toggle('only-wrong', box.checked); count(); }
+box.addEventListener('change', apply);
+if (location.hash === '#wrong') { box.checked = true; }  /* a link straight to the wrong answers */
 function count() {
   var all = document.querySelectorAll('.problem').length;
   var shown = Array.prototype.filter.call(document.querySelectorAll('.problem'),
       function (p) { return p.offsetParent !== null; }).length;
   document.getElementById('shown').textContent = shown + ' of ' + all + ' problems shown';
 }
-count();
+apply();
 """
 
 e = html.escape
@@ -133,7 +134,7 @@ def render_html(runs: list[tuple[str, list[dict]]], *, title: str = "guided-infe
                              + _table((key, "n", "accuracy", "95% CI", "oracle"), body))
     parts.append("<h2>Plots</h2>")
     parts.append(_img(plots.accuracy_bars(summaries), "accuracy per run"))
-    parts.append(_img(plots.accuracy_vs_share([(point_kind(rows), s) for (_, rows), s in zip(runs, summaries)]),
+    parts.append(_img(plots.accuracy_vs_share([(point_kind(rows), s, s.label) for (_, rows), s in zip(runs, summaries)]),
                       "accuracy vs oracle share"))
     parts.append(_img(plots.level_bars(dict(runs)), "accuracy per level"))
     parts.append('<h2>Problems</h2><p><label><input type="checkbox" id="only-wrong"> wrong answers only</label> '

@@ -37,23 +37,23 @@ def _errbar(s: Summary) -> tuple[float, float]:
     return 100 * (s.accuracy - s.ci_low), 100 * (s.ci_high - s.accuracy)
 
 
-def accuracy_vs_share(points: list[tuple[str, Summary]], title: str = "") -> bytes:
-    """Accuracy (Wilson 95% CI) against oracle-token share. ``points``: (kind, summary) with kind
-    "base" (base only), "oracle" (oracle only) or "guided"; guided points are labelled k/c."""
+def accuracy_vs_share(points: list[tuple[str, Summary, str]], title: str = "") -> bytes:
+    """Accuracy (Wilson 95% CI) against oracle-token share. ``points``: (kind, summary, label) with kind
+    "base" (base only), "oracle" (oracle only) or "guided"; guided points carry their label."""
     plt, (fig, ax) = _figure()
     style = {"base": (BASE_RED, "s", "base only"), "oracle": (ORACLE_BLUE, "D", "oracle only"),
-             "guided": ("#555555", "o", "guided (k, c)")}
+             "guided": ("#555555", "o", "guided")}
     labelled = set()
-    for kind, s in points:
+    for kind, s, text in points:
         color, marker, name = style[kind]
         lo, hi = _errbar(s)
         ax.errorbar(100 * s.oracle_share, 100 * s.accuracy, yerr=[[lo], [hi]], fmt=marker, color=color, capsize=3,
                     label=None if kind in labelled else name)
         labelled.add(kind)
         if kind == "guided":
-            ax.annotate(f"k{s.k} c{s.c}", (100 * s.oracle_share, 100 * s.accuracy), textcoords="offset points",
+            ax.annotate(text, (100 * s.oracle_share, 100 * s.accuracy), textcoords="offset points",
                         xytext=(5, 4), fontsize=8)
-    for kind, s in points:  # dashed reference lines for the two baselines
+    for kind, s, _ in points:  # dashed reference lines for the two baselines
         if kind in ("base", "oracle"):
             ax.axhline(100 * s.accuracy, color=style[kind][0], linestyle="--", linewidth=0.8)
     ax.set_xlabel("oracle share of generated tokens (%)")

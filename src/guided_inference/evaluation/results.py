@@ -156,9 +156,9 @@ def first_difference(old: dict, new: dict, prefix: str = "") -> str | None:
 
 
 def check_same_run(rf: ResultsFile, key: dict) -> None:
-    """ResultsError naming the first line whose run key differs from ``key``."""
+    """ResultsError naming the first line whose run key differs from the run key of ``key`` (a row or header)."""
     for line, row in rf.rows:
-        diff = first_difference(run_key(row), key)
+        diff = first_difference(run_key(row), run_key(key))
         if diff:
             raise ResultsError(f"{rf.path}:{line} was made with a different configuration ({diff}); "
                                f"use another --output_file, or the same settings to resume")

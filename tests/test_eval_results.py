@@ -1,0 +1,109 @@
+"""The results file: atomic appends, partial-tail repair, corruption, locking, run-key checks."""
+import json
+import os
+
+import pytest
+
+from guided_inference.evaluation.results import (ResultsError, ResultsFile, check_same_run, first_difference,
+                                                 read_rows, run_key, write_atomic)
+
+KEY = {"dataset": "math500", "prompt_template": "boxed-cot@x", "base_model_id": "b", "oracle_model_id": "o",
+       "base_sha256": "1", "oracle_sha256": "2", "config": {"c": 5, "k": 10, "stop": []}}
+
+
+def lines(*rows):
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
+ROW1, ROW2 = KEY | {"unique_id": "a"}, KEY | {"unique_id": "b"}
+
+
+@pytest.mark.parametrize("tail,dropped", [
+    ("", 0),
+    ('{"unique_id": "c", "res', len('{"unique_id": "c", "res')),  # killed mid-line: no newline
+    ('{"unique_id": "c", "res\n', len('{"unique_id": "c", "res\n')),  # torn line that did get its newline
+    ("[1, 2]\n", len("[1, 2]\n")),  # not an object
+])
+def test_open_repairs_only_the_tail(tmp_path, tail, dropped):
+    p = tmp_path / "r.jsonl"
+    p.write_text(lines(ROW1, ROW2) + tail)
+    with ResultsFile.open(p) as rf:
+        assert [r["unique_id"] for _, r in rf.rows] == ["a", "b"]
+        assert rf.dropped_bytes == dropped
+    assert p.read_text() == lines(ROW1, ROW2)
+
+
+def test_read_rows_ignores_a_partial_tail_without_touching_the_file(tmp_path):
+    p = tmp_path / "r.jsonl"
+    p.write_text(lines(ROW1) + '{"unique')
+    assert [r["unique_id"] for r in read_rows(p)] == ["a"]
+    assert p.read_text().endswith('{"unique')
+
+
+def test_corrupt_middle_line_is_an_error_naming_the_line(tmp_path):
+    p = tmp_path / "r.jsonl"
+    p.write_text(lines(ROW1) + "garbage\n" + lines(ROW2))
+    with pytest.raises(ResultsError, match=rf"{p}:2: not a JSON object"):
+        ResultsFile.open(p)
+    assert p.read_text() == lines(ROW1) + "garbage\n" + lines(ROW2)  # untouched
+
+
+def test_append_writes_whole_lines_and_numbers_them(tmp_path):
+    p = tmp_path / "sub" / "r.jsonl"
+    with ResultsFile.open(p) as rf:
+        rf.append(ROW1)
+        rf.append(ROW2 | {"text": "ünïcode \u2713"})
+        assert [n for n, _ in rf.rows] == [1, 2]
+    assert [r["unique_id"] for r in read_rows(p)] == ["a", "b"]
+    assert p.read_bytes().endswith(b"}\n") and "\u2713" in p.read_text(encoding="utf-8")
+
+
+def test_a_second_writer_is_refused(tmp_path):
+    p = tmp_path / "r.jsonl"
+    with ResultsFile.open(p):
+        with pytest.raises(ResultsError, match="being written by another run"):
+            ResultsFile.open(p)
+    ResultsFile.open(p).close()  # released on close
+
+
+def test_rewrite_is_atomic_and_keeps_the_lock(tmp_path):
+    p = tmp_path / "r.jsonl"
+    p.write_text(lines(ROW1, ROW2))
+    inode = os.stat(p).st_ino
+    with ResultsFile.open(p) as rf:
+        rf.rewrite([ROW2])
+        assert os.stat(p).st_ino != inode  # replaced, not edited in place
+        with pytest.raises(ResultsError, match="another run"):
+            ResultsFile.open(p)
+        rf.append(ROW1)
+    assert [r["unique_id"] for r in read_rows(p)] == ["b", "a"]
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
+def test_write_atomic_leaves_the_old_file_on_failure(tmp_path):
+    p = tmp_path / "r.jsonl"
+    p.write_text(lines(ROW1))
+    with pytest.raises(TypeError):
+        write_atomic(p, [ROW2, {"bad": object()}])
+    assert p.read_text() == lines(ROW1)
+    assert os.listdir(tmp_path) == ["r.jsonl"]
+
+
+@pytest.mark.parametrize("change,expected", [
+    ({}, None),
+    ({"dataset": "gsm8k"}, "dataset: 'math500' in the file, 'gsm8k' now"),
+    ({"config": KEY["config"] | {"c": 20}}, "config.c: 5 in the file, 20 now"),
+    ({"base_sha256": "9"}, "base_sha256: '1' in the file, '9' now"),
+    ({"prompt_template": "custom@y"}, "prompt_template: 'boxed-cot@x' in the file, 'custom@y' now"),
+])
+def test_first_difference(change, expected):
+    assert first_difference(run_key(ROW1), KEY | change) == expected
+
+
+def test_check_same_run_names_file_line_and_field(tmp_path):
+    p = tmp_path / "r.jsonl"
+    p.write_text(lines(ROW1, ROW2 | {"config": KEY["config"] | {"k": 5}}))
+    with ResultsFile.open(p) as rf:
+        with pytest.raises(ResultsError) as e:
+            check_same_run(rf, KEY)
+    assert str(e.value).startswith(f"{p}:2 was made with a different configuration (config.k: 5 in the file, 10 now)")
