@@ -125,3 +125,22 @@ def test_stop_string_cuts_text_and_stops(smol, smol2):
     trace = guided_generate(prompt, smol, smol2, GenerationConfig(policy="never", max_new_tokens=60, stop=(stop,)))
     assert trace.finish_reason == "stop"
     assert trace.result == full.result[: full.result.index(stop)]
+
+
+def test_per_token_policy_consults_exactly_where_it_fires(smol, smol2):
+    """The interface later uncertainty policies use: asked before every base token with
+    that token's statistics; the consult starts at exactly that token."""
+    from guided_inference.policies import Policy
+
+    unsure = Policy("unsure", lambda point, rng: point.stats.top_prob < 0.6, per_token=True, needs_stats=True)
+    config = GenerationConfig(policy="never", c=3, k=4, step_size=10, max_new_tokens=80)
+    trace = guided_generate(chat_prompt(smol, PROMPT), smol, smol2, config, policy=unsure)
+    check_invariants(trace, config, smol)
+    assert len(trace.cheat_positions) == 3
+    for pos, stats in zip(trace.cheat_positions, trace.consult_stats):
+        assert stats["position"] == pos and stats["top_prob"] < 0.6
+        assert 0 <= stats["entropy"] and stats["n_support"] == smol.n_vocab
+    # Before the first consult, every base token was confident (the policy did not fire).
+    first = trace.cheat_positions[0]
+    plain = guided_generate(chat_prompt(smol, PROMPT), smol, smol2, GenerationConfig(policy="never", max_new_tokens=first))
+    assert plain.token_ids == trace.token_ids[:first]

@@ -83,7 +83,8 @@ def guided_generate(
     fired = None  # stats of the base token where a per-token policy fired
 
     def point(stats=None) -> DecisionPoint:
-        return DecisionPoint(generated, consults, config.c - consults, config.max_new_tokens, stats)
+        position = stats.position if stats is not None else generated
+        return DecisionPoint(position, consults, config.c - consults, config.max_new_tokens, stats)
 
     def stop_before(stats):
         nonlocal fired

@@ -1,0 +1,112 @@
+"""Overhead of the guided loop over llama.cpp's own work (a benchmark, not a test).
+
+    python bench/overhead.py [--repeats 3] [--max_new_tokens 300]
+
+Runs a guided generation on the Qwen pair (random policy, c=10, k=10,
+step_size=10, per-token statistics on) and records every backend call: how
+many tokens each model read in a batch (prompt, catch-up) and how many it
+generated. The floor is that same work done one call after another at
+llama.cpp's own speed, measured here with raw ``Llama.eval`` on the same
+models: each batch read at the rate llama.cpp achieves for a batch of *that
+size* (chunk sizes matter: small catch-ups run far below prompt-sized rates),
+each generated token at the single-token decode rate. overhead = wall / floor.
+
+The guided run and the floor measurements alternate, and the minimum of each
+over the repeats is used, so a busy machine inflates both sides alike.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from collections import Counter
+
+from guided_inference.config import GenerationConfig
+from guided_inference.engine import guided_generate
+from guided_inference.prompts import chat_prompt
+from guided_inference.runner import load_pair
+
+PROBLEM = ("Let $f(x) = 3x^2 - 5x + 2$. Find all real $x$ such that $f(f(x)) = 2$, "
+           "and explain each step. Put the final answer in \\boxed{}.")
+
+
+class Recorder:
+    """Wraps a real backend and logs (prefill_tokens, decode_tokens) of each call."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def generate(self, *args, **kw):
+        chunk = self.inner.generate(*args, **kw)
+        self.calls.append((chunk.prefill_tokens, chunk.decode_tokens))
+        return chunk
+
+
+def eval_time(backend, prefix: list[int], new: list[int], reps: int = 3) -> float:
+    """Best-of-reps seconds for raw llama.cpp to read ``new`` after ``prefix`` in one batch."""
+    llm = backend.llm
+    best = float("inf")
+    for _ in range(reps):
+        llm.n_tokens = 0
+        llm.eval(prefix) if prefix else None
+        t = time.perf_counter()
+        llm.eval(new)
+        best = min(best, time.perf_counter() - t)
+    backend._logits_at = -1  # we moved its cache behind its back
+    return best
+
+
+def floor_seconds(backend, calls, context: list[int]) -> tuple[float, dict]:
+    """Seconds llama.cpp needs for these calls' reads and decodes, at their chunk sizes."""
+    sizes = Counter(n for n, _ in calls if n)
+    mid = context[: len(context) // 2]
+    per_size = {n: eval_time(backend, mid, context[len(mid): len(mid) + n]) for n in sizes}
+    decode = eval_time(backend, mid, context[len(mid): len(mid) + 1], reps=7)
+    total = sum(per_size[n] * count for n, count in sizes.items()) + decode * sum(d for _, d in calls)
+    return total, {"decode_ms": decode * 1e3, "prefill_tok_s": {n: n / s for n, s in sorted(per_size.items())}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--max_new_tokens", type=int, default=300)
+    ap.add_argument("--no_stats", action="store_true")
+    args = ap.parse_args()
+
+    pair = load_pair("0.5B", "1.5B", collect_stats=not args.no_stats)
+    config = GenerationConfig(policy="random", c=10, k=10, step_size=10, max_new_tokens=args.max_new_tokens,
+                              seed=0, collect_stats=not args.no_stats)
+    prompt = chat_prompt(pair.base, PROBLEM)
+    walls, floors, detail = [], [], {}
+    for _ in range(args.repeats):
+        base, oracle = Recorder(pair.base), Recorder(pair.oracle)
+        for b in (pair.base, pair.oracle):  # cold caches: every run reads its prompt
+            b.llm.n_tokens, b._logits_at = 0, -1
+        trace = guided_generate(prompt, base, oracle, config)
+        walls.append(trace.timings.generation_s)
+        context = pair.base.tokenize(prompt, add_bos=True) + trace.token_ids
+        fb, db = floor_seconds(pair.base, base.calls, context)
+        fo, do = floor_seconds(pair.oracle, oracle.calls, context)
+        floors.append(fb + fo)
+        detail = {"base": db, "oracle": do, "base_calls": base.calls, "oracle_calls": oracle.calls}
+    wall, floor = min(walls), min(floors)
+    n = trace.total_tokens_generated
+    report = {
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {__import__('os').cpu_count()} cores",
+        "tokens": n, "base_tokens": trace.base_tokens, "oracle_tokens": trace.oracle_tokens,
+        "consults": len(trace.cheat_positions), "stats": not args.no_stats,
+        "wall_s": round(wall, 3), "floor_s": round(floor, 3), "overhead": round(wall / floor, 3),
+        "ms_per_token": round(1e3 * wall / n, 1), "walls": [round(w, 2) for w in walls],
+        "floors": [round(f, 2) for f in floors], "median_overhead": round(statistics.median(walls) / statistics.median(floors), 3),
+        "detail": {k: v for k, v in detail.items() if not k.endswith("calls")},
+    }
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Pure statistics and sampling: parametrize tables against values worked out by hand."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from guided_inference.backends.protocol import sample_token
+from guided_inference.config import SamplingConfig
+from guided_inference.stats import stats_from_logits, stats_from_top_logprobs
+
+H34 = -(0.75 * math.log2(0.75) + 0.25 * math.log2(0.25))  # 0.8112781
+
+
+@pytest.mark.parametrize("probs,entropy,varentropy,top,margin", [
+    ([0.25, 0.25, 0.25, 0.25], 2.0, 0.0, 0.25, 0.0),
+    ([0.5, 0.5], 1.0, 0.0, 0.5, 0.0),
+    ([1.0, 0.0, 0.0], 0.0, 0.0, 1.0, 1.0),
+    ([0.75, 0.25], H34, 0.75 * (math.log2(0.75) + H34) ** 2 + 0.25 * (math.log2(0.25) + H34) ** 2, 0.75, 0.5),
+    ([0.5, 0.25, 0.125, 0.125], 1.75, 0.6875, 0.5, 0.25),
+])
+def test_stats_from_logits(probs, entropy, varentropy, top, margin):
+    logits = np.log(np.maximum(np.array(probs), 1e-300)) + 3.0  # any shift gives the same distribution
+    s = stats_from_logits(logits.astype(np.float32), position=4)
+    assert s.entropy == pytest.approx(entropy, abs=1e-5)
+    assert s.varentropy == pytest.approx(varentropy, abs=1e-5)
+    assert s.top_prob == pytest.approx(top, abs=1e-6)
+    assert s.margin == pytest.approx(margin, abs=1e-6)
+    assert s.position == 4 and s.n_support == len(probs)
+
+
+def test_top_logprobs_are_renormalised():
+    s = stats_from_top_logprobs({"a": math.log(0.3), "b": math.log(0.3)}, 0)
+    assert s.entropy == pytest.approx(1.0) and s.top_prob == pytest.approx(0.5) and s.n_support == 2
+
+
+def test_greedy_is_argmax_and_ignores_rng():
+    logits = np.array([0.1, 2.0, 1.9, -1.0], dtype=np.float32)
+    draws = {sample_token(logits, SamplingConfig(), np.random.default_rng(s)) for s in range(20)}
+    assert draws == {1}
+
+
+def test_top_p_keeps_only_the_nucleus():
+    logits = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
+    rng = np.random.default_rng(0)
+    draws = [sample_token(logits, SamplingConfig(temperature=1.0, top_p=0.7), rng) for _ in range(400)]
+    assert set(draws) == {0, 1}  # 0.5 + 0.3 >= 0.7: tokens 2 and 3 are outside the nucleus
+    share = draws.count(0) / len(draws)
+    assert 0.55 < share < 0.70  # 0.5 / 0.8 = 0.625
+
+
+def test_temperature_sampling_follows_the_distribution():
+    logits = np.log(np.array([0.7, 0.2, 0.1]))
+    rng = np.random.default_rng(1)
+    draws = np.bincount([sample_token(logits, SamplingConfig(temperature=1.0), rng) for _ in range(3000)], minlength=3)
+    assert np.allclose(draws / 3000, [0.7, 0.2, 0.1], atol=0.03)
