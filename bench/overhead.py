@@ -51,9 +51,11 @@ def eval_time(backend, prefix: list[int], new: list[int], reps: int = 3) -> floa
     """Best-of-reps seconds for raw llama.cpp to read ``new`` after ``prefix`` in one batch."""
     llm = backend.llm
     best = float("inf")
-    for _ in range(reps):
+    if llm.input_ids[: llm.n_tokens].tolist()[: len(prefix)] != prefix or llm.n_tokens < len(prefix):
         llm.n_tokens = 0
-        llm.eval(prefix) if prefix else None
+        llm.eval(prefix)
+    for _ in range(reps):
+        llm.n_tokens = len(prefix)  # roll back to the prefix: eval() drops the rest of the cache
         t = time.perf_counter()
         llm.eval(new)
         best = min(best, time.perf_counter() - t)
@@ -62,13 +64,19 @@ def eval_time(backend, prefix: list[int], new: list[int], reps: int = 3) -> floa
 
 
 def floor_seconds(backend, calls, context: list[int]) -> tuple[float, dict]:
-    """Seconds llama.cpp needs for these calls' reads and decodes, at their chunk sizes."""
-    sizes = Counter(n for n, _ in calls if n)
+    """Seconds llama.cpp needs for these calls' reads and decodes, at their chunk sizes.
+
+    The first read of each model starts at position 0 (prompt plus whatever the other
+    model wrote before); later reads are timed mid-sequence, where catch-ups happen."""
+    first, rest = calls[0][0], Counter(n for n, _ in calls[1:] if n)
     mid = context[: len(context) // 2]
-    per_size = {n: eval_time(backend, mid, context[len(mid): len(mid) + n]) for n in sizes}
+    per_size = {n: eval_time(backend, mid, context[len(mid): len(mid) + n]) for n in rest}
     decode = eval_time(backend, mid, context[len(mid): len(mid) + 1], reps=7)
-    total = sum(per_size[n] * count for n, count in sizes.items()) + decode * sum(d for _, d in calls)
-    return total, {"decode_ms": decode * 1e3, "prefill_tok_s": {n: n / s for n, s in sorted(per_size.items())}}
+    first_s = eval_time(backend, [], context[:first], reps=2) if first else 0.0
+    total = first_s + sum(per_size[n] * count for n, count in rest.items()) + decode * sum(d for _, d in calls)
+    rates = {"first_read": f"{first} tok at {first / first_s:.0f} tok/s" if first else "none"}
+    rates.update({n: round(n / s, 1) for n, s in sorted(per_size.items())})
+    return total, {"decode_ms": round(decode * 1e3, 2), "prefill_tok_s": rates}
 
 
 def main() -> None:
