@@ -55,3 +55,15 @@ def test_temperature_sampling_follows_the_distribution():
     rng = np.random.default_rng(1)
     draws = np.bincount([sample_token(logits, SamplingConfig(temperature=1.0), rng) for _ in range(3000)], minlength=3)
     assert np.allclose(draws / 3000, [0.7, 0.2, 0.1], atol=0.03)
+
+
+@pytest.mark.parametrize("seed,scale", [(0, 1.0), (1, 3.0), (2, 8.0)])
+def test_fast_float32_path_matches_float64_reference(seed, scale):
+    from guided_inference.stats import log_softmax, stats_from_logprobs
+
+    x = (np.random.default_rng(seed).standard_normal(151_936) * scale).astype(np.float32)
+    fast, ref = stats_from_logits(x, 0), stats_from_logprobs(log_softmax(x), 0)
+    assert fast.entropy == pytest.approx(ref.entropy, abs=1e-4)
+    assert fast.varentropy == pytest.approx(ref.varentropy, rel=1e-4, abs=1e-4)
+    assert fast.top_prob == pytest.approx(ref.top_prob, rel=1e-5)
+    assert fast.margin == pytest.approx(ref.margin, rel=1e-4, abs=1e-7)
