@@ -168,7 +168,7 @@ class _Progress:
         self.seconds = 0.0
         self.bar = tqdm(total=total, initial=len(previous), disable=not enabled, desc="eval", unit="problem",
                         dynamic_ncols=True, file=sys.stderr)
-        self.write = self.bar.write if enabled else (lambda s: print(s, file=sys.stderr))
+        self.write = (lambda s: self.bar.write(s, file=sys.stdout)) if enabled else print  # traces go to stdout
 
     def update(self, row: dict) -> None:
         if row.get("correct") is not None:
