@@ -82,7 +82,7 @@ def reference(tmp_path_factory, short_data):
 
 def summary(path: Path):
     rows = read_rows(path)
-    return [(r["unique_id"], r["correct"], r["parsed_answer"], r["error"]) for r in rows]
+    return [(r["unique_id"], r["prompt"], r["ground_truth"], r["correct"], r["parsed_answer"], r["error"]) for r in rows]
 
 
 def test_every_field_of_a_real_eval(tmp_path):
