@@ -64,6 +64,9 @@ def register(sub, *, add_model_flags, add_generation_flags, flag, generation_con
 
 
 def _run_flags(p, flag) -> None:
+    for action in p._actions:  # eval's own default, in place of GenerationConfig's
+        if action.dest == "max_new_tokens":
+            action.help = f"max tokens generated per problem (default {EVAL_MAX_NEW_TOKENS} for eval, or the data file's)"
     flag(p, "dataset", default=None, help=f"one of {', '.join(DATASETS)} (default math500)")
     flag(p, "data", default=None, help="a JSONL file instead: problem/answer fields, or the Meta evals format")
     flag(p, "num_samples", type=int, default=None, help="problems to run (default all selected)")

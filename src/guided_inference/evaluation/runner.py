@@ -117,7 +117,7 @@ def run_eval(task: Task, problems: list[Problem], pair: Pair, config: Generation
             log(f"--concurrency {settings.concurrency} ignored: backend {pair.base.name!r} runs one problem at a time")
         prompts = {p.unique_id: chat_prompt(pair.base, task.prompt(p)) for p in todo}
         new = {}
-        bar = _Progress(len(problems), done.values(), settings.progress)
+        bar = _Progress(len(problems), [done[p.unique_id] for p in problems if p.unique_id in done], settings.progress)
         try:
             for problem, (trace, error) in _results(pair, todo, prompts, config, outcome.workers):
                 t = time.perf_counter()
@@ -158,10 +158,9 @@ def _results(pair: Pair, todo: list[Problem], prompts: dict, config: GenerationC
 class _Progress:
     """tqdm bar with running accuracy (all graded rows) and this run's tokens/s."""
 
-    def __init__(self, total: int, previous, enabled: bool):
+    def __init__(self, total: int, previous: list[dict], enabled: bool):
         from tqdm import tqdm
 
-        previous = list(previous)
         self.graded = sum(1 for r in previous if r.get("correct") is not None)
         self.correct = sum(1 for r in previous if r.get("correct"))
         self.tokens = 0
