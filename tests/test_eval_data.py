@@ -185,3 +185,36 @@ def test_cli_stops_on_a_malformed_file_before_loading_models(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: {path}:3: invalid JSON (Expecting value at column 26)"
     assert not out.exists()
+
+
+@pytest.mark.parametrize("extra,max_new_tokens,temperature", [
+    ([], 512, 0.25),  # the Meta file's eval_config
+    (["--max_new_tokens", "64"], 64, 0.25),  # an explicit flag wins
+    (["--temperature", "0"], 512, 0.0),
+])
+def test_file_defaults_then_flags(tmp_path, extra, max_new_tokens, temperature):
+    from guided_inference.cli import build_parser
+    from guided_inference.evaluation.cli import _apply_defaults, load_selection
+
+    meta = {"input_question": "2+3?", "input_correct_responses": ["5"],
+            "eval_config": {"max_gen_len": "512", "temperature": "0.25"}}
+    args = build_parser().parse_args(["eval", "--data", str(write(tmp_path, [meta, meta | {"input_question": "1+1?"}])),
+                                      *extra])
+    task, problems, defaults, _ = load_selection(args)
+    _apply_defaults(args, defaults)
+    config = args.make_config(args)
+    assert (config.max_new_tokens, config.temperature) == (max_new_tokens, temperature)
+    assert len(problems) == 2
+
+
+def test_eval_default_generation_length():
+    from guided_inference.cli import build_parser
+    from guided_inference.evaluation.cli import EVAL_MAX_NEW_TOKENS, _apply_defaults, load_selection
+
+    args = build_parser().parse_args(["eval", "--num_samples", "3", "--policy", "always", "--k", "8"])
+    _, problems, defaults, _ = load_selection(args)
+    _apply_defaults(args, defaults)
+    config = args.make_config(args)
+    assert config.max_new_tokens == EVAL_MAX_NEW_TOKENS == 1024
+    assert config.c == 128  # oracle only: enough consults of 8 tokens to cover 1024
+    assert [p.unique_id for p in problems] == [p.unique_id for p in MATH500[:3]]

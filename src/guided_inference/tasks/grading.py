@@ -15,7 +15,8 @@ Steps:
 
 Timeout: one deadline for the whole of step 3 (SIGALRM via ``setitimer``, so the
 main thread only; pass ``timeout_s=None`` elsewhere). A timeout counts as wrong and
-sets ``Grade.timeout``.
+sets ``Grade.timeout``. The alarm fires between Python bytecodes, so one long C-level
+call (a pathological regex) runs to its end before the timeout takes effect.
 
 Known limitations (tests/test_grading.py keeps them as strict xfails): ``[-2,7]`` vs
 ``-2 \\le x \\le 7`` is judged different; ``i`` vs ``\\sqrt{-1}`` is judged different;
