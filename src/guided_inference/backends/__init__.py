@@ -2,8 +2,11 @@
 
 ``load_backend(name)`` maps a model name to a ready backend:
   - a catalogue name, alias (``0.5B``, ``1.5B``) or ``.gguf`` path -> embedded llama.cpp;
-  - a remote alias (``1B``, ``8B``, ...; see ``aliases.py``) -> its HTTP/Bedrock backend
-    (added by the remote-backends work; ``REMOTE_LOADERS`` is the hook).
+  - an alias (``1B``, ``8B``, ``bedrock-8B``, or one from the user's models.toml; see
+    ``aliases.py``) -> the backend it names (HTTP, Bedrock, ...); aliases win over the catalogue;
+  - ``http://host:port`` (several joined by commas: replicas) -> an OpenAI-compatible server,
+    its kind detected (``openai_http.py``);
+  - anything a loader in ``REMOTE_LOADERS`` accepts (checked first).
 """
 from __future__ import annotations
 
@@ -21,6 +24,16 @@ def load_backend(name: str, *, n_ctx: int = 4096, collect_stats: bool = True) ->
         backend = loader(name)
         if backend is not None:
             return backend
+    from ..aliases import find_alias
+
+    alias = find_alias(name)
+    if alias is not None:
+        return alias.load(n_ctx=n_ctx, collect_stats=collect_stats)
+    if name.startswith(("http://", "https://")):
+        from .openai_http import OpenAIHTTPBackend
+
+        return OpenAIHTTPBackend([u.strip() for u in name.split(",") if u.strip()], name=name,
+                                 collect_stats=collect_stats)
     from ..models import resolve
     from .llama_cpp import LlamaCppBackend
 

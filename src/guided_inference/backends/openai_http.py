@@ -1,0 +1,558 @@
+"""OpenAI-compatible HTTP backend: vLLM, SGLang, llama.cpp's ``llama-server``,
+llama-cpp-python's server, and hosted APIs (Hyperbolic).
+
+    backend = OpenAIHTTPBackend(["http://127.0.0.1:8001"], name="1B", server="vllm",
+                                model_id="meta-llama/Llama-3.2-1B-Instruct", tokenizer_family="llama3")
+
+The KV cache lives on the server: every request sends the whole context and the
+server re-uses the longest prefix it still holds (vLLM prefix caching,
+llama.cpp ``cache_prompt``). One request asks for up to ``max_tokens`` tokens
+with their top-N log-probabilities; a per-token policy (``stop_before``) is
+then asked token by token over the reply, and the reply is cut at the first
+token where it fires, so there is never one request per token.
+
+Server kinds (``server=``; ``"auto"`` asks ``/v1/models`` who owns the model):
+
+  kind               prompt     token ids of the reply             tokenizer endpoints
+  vllm (SGLang)      ids        ``return_token_ids`` / "token_id:N" POST /tokenize, /detokenize
+  llama.cpp          ids        native ``/completion``, ``tokens``  POST /tokenize, /detokenize
+  llama-cpp-python   text       the reply text, re-tokenized        POST /extras/tokenize, /extras/detokenize
+  openai             text       none: a text-only backend           none
+
+``tokenizer=`` (a catalogue name or ``.gguf`` path) makes tokenize/detokenize
+local and exact (llama.cpp vocabulary only, no weights) whatever the server.
+docs/serving.md says what each kind gives up.
+
+Replicas: several base URLs are used round-robin for new sequences; a sequence
+keeps going to the replica that holds its prefix. A replica that fails
+(connection error or 5xx after the retries) is skipped for ``down_s`` seconds;
+a request fails only when every replica failed, naming each host:port.
+The API key (from the environment variable ``api_key_env``) is sent as a
+Bearer header and appears in no message, log or repr.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable
+from urllib.parse import urlsplit
+
+import httpx
+import numpy as np
+
+from ..config import ConfigError, SamplingConfig
+from ..stats import StepStats, stats_from_top_logprobs
+from .protocol import BackendError, Chunk
+
+KINDS = ("auto", "vllm", "llama.cpp", "llama-cpp-python", "openai")
+OWNERS = {"vllm": "vllm", "sglang": "vllm", "llamacpp": "llama.cpp", "me": "llama-cpp-python"}
+
+
+@dataclass(frozen=True)
+class HTTPSettings:
+    """Timeouts and retry policy for one backend (all replicas)."""
+
+    timeout_s: float = 300.0  # one whole request (a long generation on a busy server)
+    connect_timeout_s: float = 5.0
+    retries: int = 3  # per replica, after the first try, on connection errors and 5xx
+    backoff_s: float = 0.5  # before retry i: backoff_s * 2**i
+    down_s: float = 30.0  # a failed replica is skipped this long
+    top_logprobs: int = 20  # N of the top-N log-probabilities per token; 0: no statistics
+
+    def __post_init__(self) -> None:
+        for name in ("timeout_s", "connect_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("retries", "top_logprobs"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ConfigError(f"{name} must be an integer >= 0, got {v!r}")
+        if self.backoff_s < 0 or self.down_s < 0:
+            raise ConfigError(f"backoff_s and down_s must be >= 0, got {self.backoff_s!r}, {self.down_s!r}")
+
+
+# --- transport: replicas, retries, errors -----------------------------------------
+
+
+def hostport(url: str) -> str:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.hostname}:{port}"
+
+
+class _Retryable(Exception):
+    """A failure worth retrying (connection error, timeout, 5xx): ``str`` is the reason."""
+
+
+class Replicas:
+    """One shared ``httpx.Client`` (a connection pool, safe across threads) over the
+    base URLs, with round-robin, prefix affinity, retries and down-marking."""
+
+    def __init__(self, urls: list[str], *, label: str, settings: HTTPSettings, api_key: str | None = None):
+        if not urls:
+            raise ConfigError(f"model {label!r}: at least one base URL is required")
+        for u in urls:
+            if urlsplit(u).scheme not in ("http", "https") or not urlsplit(u).hostname:
+                raise ConfigError(f"model {label!r}: base URL must look like http://host:port, got {u!r}")
+        self.urls = [u.rstrip("/") for u in urls]
+        self.label = label
+        self.settings = settings
+        self._secret = api_key or None
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.Client(
+            headers=headers,
+            timeout=httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        )
+        self._lock = threading.Lock()
+        self._next = 0
+        self._down_until = [0.0] * len(self.urls)
+        self._affinity = PrefixMemo()  # sequences served -> replica index
+        self.sleep = time.sleep  # tests may speed this up
+
+    def __repr__(self) -> str:  # never the key
+        return f"Replicas({self.label!r}, {[hostport(u) for u in self.urls]})"
+
+    # -- choosing a replica
+    def _order(self, key: list | str | None) -> list[int]:
+        now = time.monotonic()
+        with self._lock:
+            first = self._affine(key) if key is not None and len(self.urls) > 1 else None
+            if first is None:
+                first = self._next % len(self.urls)
+                self._next += 1
+        order = [(first + i) % len(self.urls) for i in range(len(self.urls))]
+        up = [i for i in order if self._down_until[i] <= now]
+        return up + [i for i in order if self._down_until[i] > now]  # down ones last, still tried
+
+    def _affine(self, key) -> int | None:
+        """The replica that served the longest remembered prefix of ``key``."""
+        n, replica = self._affinity.longest_prefix(key, None)
+        return replica if n else None
+
+    def remember(self, sequence: list | str, replica: int) -> None:
+        if len(self.urls) > 1:
+            self._affinity.put(sequence, replica)
+
+    # -- requests
+    def request(self, method: str, path: str, body: dict | None = None, *, key=None) -> tuple[dict, int]:
+        """JSON reply and the replica index that gave it. Raises BackendError, one line."""
+        failures = []
+        for i in self._order(key):
+            try:
+                return self._with_retries(i, method, path, body), i
+            except _Retryable as e:
+                self._down_until[i] = time.monotonic() + self.settings.down_s
+                failures.append(f"{hostport(self.urls[i])} ({self._scrub(str(e))})")
+        if len(self.urls) == 1:
+            raise BackendError(f"model {self.label!r}: server {failures[0]} failed after "
+                               f"{self.settings.retries + 1} tries")
+        raise BackendError(f"model {self.label!r}: all {len(self.urls)} replicas failed: {', '.join(failures)}")
+
+    def _with_retries(self, i: int, method: str, path: str, body: dict | None) -> dict:
+        url = self.urls[i] + path
+        for attempt in range(self.settings.retries + 1):
+            if attempt:
+                self.sleep(self.settings.backoff_s * 2 ** (attempt - 1))
+            try:
+                r = self.client.request(method, url, json=body)
+            except httpx.TimeoutException as e:
+                reason = f"timed out ({type(e).__name__})"
+            except httpx.TransportError as e:
+                reason = _transport_reason(e)
+            else:
+                if r.status_code < 400:
+                    try:
+                        return r.json()
+                    except ValueError:
+                        raise BackendError(f"model {self.label!r}: server {hostport(url)} sent a reply that is "
+                                           f"not JSON: {self._scrub(_one_line(r.text))}") from None
+                message = self._scrub(_error_message(r))
+                if r.status_code < 500:
+                    raise BackendError(f"model {self.label!r}: server {hostport(url)} refused {path}: "
+                                       f"HTTP {r.status_code}: {message}")
+                if "logits_all" in message:  # llama-cpp-python without --logits_all: retrying cannot help
+                    raise BackendError(f"model {self.label!r}: server {hostport(url)} cannot return logprobs: "
+                                       f"start it with --logits_all true, or set top_logprobs = 0 ({message})")
+                reason = f"HTTP {r.status_code}: {message}"
+            if attempt == self.settings.retries:
+                raise _Retryable(reason)
+        raise AssertionError("unreachable")
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret else text
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class PrefixMemo:
+    """A bounded memo from token sequences to values, looked up by longest prefix."""
+
+    def __init__(self, size: int = 256):
+        self.size = size
+        self._items: OrderedDict[tuple, tuple[int, object]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, seq: list, value) -> None:
+        n = len(seq)
+        key = (n, _frozen(seq[max(0, n - 8):]), hash(_frozen(seq)))
+        with self._lock:
+            self._items[key] = (n, value)
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def longest_prefix(self, seq: list, default=""):
+        """(length, value) of the longest remembered prefix of ``seq``; (0, default) if none."""
+        best = (0, default)
+        with self._lock:
+            items = list(self._items.items())
+        for (n, tail, h), (_, value) in items:
+            if best[0] < n <= len(seq) and _frozen(seq[max(0, n - 8):n]) == tail and hash(_frozen(seq[:n])) == h:
+                best = (n, value)
+        return best
+
+
+def _frozen(seq):
+    return seq if isinstance(seq, str) else tuple(seq)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _error_message(r: httpx.Response) -> str:
+    try:
+        body = r.json()
+    except ValueError:
+        return _one_line(r.text) or r.reason_phrase
+    err = body.get("error", body.get("detail", body.get("message", body))) if isinstance(body, dict) else body
+    if isinstance(err, dict):
+        err = err.get("message", err)
+    return _one_line(err)
+
+
+def _transport_reason(e: httpx.TransportError) -> str:
+    if isinstance(e, httpx.ConnectError):
+        text = str(e).lower()
+        return "connection refused" if "refused" in text else f"cannot connect: {_one_line(e)}"
+    return f"{type(e).__name__}: {_one_line(e) or 'connection lost'}"
+
+
+# --- what a reply says, whatever the server ----------------------------------------
+
+
+@dataclass
+class Step:
+    """One generated token as the server reported it."""
+
+    token: int | None  # None where the server gives text only
+    piece: str  # its text ("" when unknown)
+    top: list[float] | None  # top-N log-probabilities of its distribution, None if not reported
+    is_eos: bool = False
+
+
+@dataclass
+class Reply:
+    steps: list[Step] = field(default_factory=list)
+    text: str = ""  # the whole reply's text (EOS excluded)
+    eos: bool = False
+    n_tokens: int | None = None  # generated tokens as the server counts them (usage)
+    prefill_tokens: int = 0
+    prefill_s: float | None = None  # server-side, where reported
+
+
+# --- the backend -------------------------------------------------------------------
+
+
+class OpenAIHTTPBackend:
+    concurrent = True  # the server batches; one backend serves many threads
+
+    def __init__(self, urls: list[str] | str, *, name: str, model_id: str | None = None, server: str = "auto",
+                 tokenizer_family: str | None = None, tokenizer: str | None = None,
+                 chat_template: str | None = None, bos_text: str | None = None, eos_text: str | None = None,
+                 eos_token_ids: list[int] | tuple[int, ...] = (), api_key_env: str | None = None,
+                 settings: HTTPSettings | None = None, collect_stats: bool = True, sha256: str | None = None):
+        if server not in KINDS:
+            raise ConfigError(f"server must be one of {', '.join(KINDS)}, got {server!r}")
+        api_key = None
+        if api_key_env:
+            api_key = os.environ.get(api_key_env)
+            if not api_key:
+                raise BackendError(f"model {name!r}: environment variable {api_key_env} (its API key) is not set")
+        self.name = name
+        self.settings = settings or HTTPSettings()
+        self.replicas = Replicas([urls] if isinstance(urls, str) else list(urls), label=name,
+                                 settings=self.settings, api_key=api_key)
+        self.collect_stats = collect_stats
+        self.sha256 = sha256
+        self.eos_token_ids = frozenset(eos_token_ids)
+        self._served_model = model_id  # the "model" field of requests
+        self.server = server if server != "auto" else self._detect()
+        self.model_id = model_id or self._served_model or self.replicas.urls[0]
+        self.token_ids = self.server != "openai"
+        self.has_stats = self.settings.top_logprobs > 0
+        self._local = _LocalTokenizer(tokenizer) if tokenizer else None
+        self._bos_id: list[int] | None = None  # llama-cpp-python: what /extras/tokenize adds for BOS
+        self._texts = PrefixMemo()  # llama-cpp-python: token ids -> the text they were made from
+        props = self._props()
+        self.chat_template = chat_template if chat_template is not None else props.get("chat_template")
+        self.bos_text = bos_text if bos_text is not None else props.get("bos_text", "")
+        self.eos_text = eos_text if eos_text is not None else props.get("eos_text", "")
+        self.tokenizer_key = tokenizer_family or f"{self.server}:{self.model_id}"
+
+    def __repr__(self) -> str:
+        return f"OpenAIHTTPBackend({self.name!r}, server={self.server!r}, model_id={self.model_id!r}, urls={self.replicas.urls})"
+
+    # --- discovery
+    def _detect(self) -> str:
+        """Ask /v1/models who serves the model (vLLM says "vllm", llama-server "llamacpp",
+        llama-cpp-python "me"); anything else is treated as a text-only OpenAI API."""
+        reply, _ = self.replicas.request("GET", "/v1/models")
+        data = reply.get("data") or [{}]
+        if self._served_model is None and data[0].get("id"):
+            self._served_model = data[0]["id"]
+        return OWNERS.get(str(data[0].get("owned_by", "")).lower(), "openai")
+
+    def _props(self) -> dict:
+        """Chat template and special-token texts, where the server or a local tokenizer tells."""
+        if self._local is not None:
+            return self._local.props()
+        if self.server == "llama.cpp":
+            reply, _ = self.replicas.request("GET", "/props")
+            return {"chat_template": reply.get("chat_template") or None, "bos_text": reply.get("bos_token", ""),
+                    "eos_text": reply.get("eos_token", "")}
+        return {}
+
+    # --- Backend protocol: tokenizer
+    def tokenize(self, text: str, *, add_bos: bool = False, special: bool = True) -> list[int]:
+        if not self.token_ids:
+            if text == "":
+                return []  # no tokenizer: chat templates keep their BOS text as written
+            raise BackendError(f"backend {self.name!r} is text-only (server kind {self.server!r}): no tokenizer")
+        ids = self._tokenize(text, add_bos=add_bos, special=special)
+        if self.server == "llama-cpp-python" and special:
+            self._texts.put(ids, text)  # the server adds BOS to text prompts itself
+        return ids
+
+    def _tokenize(self, text: str, *, add_bos: bool, special: bool) -> list[int]:
+        if self._local is not None:
+            return self._local.tokenize(text, add_bos=add_bos, special=special)
+        if self.server == "vllm":
+            reply, _ = self.replicas.request("POST", "/tokenize", {"model": self._served_model, "prompt": text,
+                                                                   "add_special_tokens": add_bos})
+            return list(reply["tokens"])
+        if self.server == "llama.cpp":
+            reply, _ = self.replicas.request("POST", "/tokenize", {"content": text, "add_special": add_bos,
+                                                                   "parse_special": special})
+            return list(reply["tokens"])
+        # llama-cpp-python: /extras/tokenize always parses special text and adds BOS when the model does.
+        if self._bos_id is None:
+            self._bos_id = list(self.replicas.request("POST", "/extras/tokenize", {"input": ""})[0]["tokens"])
+        if text == "":
+            return list(self._bos_id) if add_bos else []
+        ids = list(self.replicas.request("POST", "/extras/tokenize", {"input": text})[0]["tokens"])
+        if not add_bos and self._bos_id and ids[: len(self._bos_id)] == self._bos_id:
+            ids = ids[len(self._bos_id):]
+        return ids
+
+    def detokenize(self, ids: list[int]) -> bytes:
+        if not ids:
+            return b""
+        if self._local is not None:
+            return self._local.detokenize(ids)
+        if not self.token_ids:
+            raise BackendError(f"backend {self.name!r} is text-only (server kind {self.server!r}): no tokenizer")
+        if self.server == "vllm":
+            reply, _ = self.replicas.request("POST", "/detokenize", {"model": self._served_model, "tokens": list(ids)})
+            return reply["prompt"].encode("utf-8")
+        if self.server == "llama.cpp":
+            reply, _ = self.replicas.request("POST", "/detokenize", {"tokens": list(ids)})
+            return reply["content"].encode("utf-8")
+        reply, _ = self.replicas.request("POST", "/extras/detokenize", {"tokens": list(ids)})
+        return reply["text"].encode("utf-8")
+
+    def _context_text(self, context: list[int]) -> str:
+        """The text a text-prompt server is sent for ``context``: the text this backend
+        tokenized or generated for its longest known prefix, plus the rest detokenized.
+        (Detokenizing the whole would drop control tokens such as <|im_start|>.)"""
+        n, text = self._texts.longest_prefix(context)
+        if n == len(context):
+            return text
+        rest = context[n:]
+        if self._local is not None:
+            tail = self._local.detokenize(rest, special=n == 0)
+        else:
+            tail = self.detokenize(rest)
+        return text + tail.decode("utf-8", "replace")
+
+    # --- Backend protocol: generate
+    def generate(self, context: list[int] | str, max_tokens: int, sampling: SamplingConfig,
+                 rng: np.random.Generator, stop_before: Callable[[StepStats], bool] | None = None,
+                 position: int = 0) -> Chunk:
+        if not context:
+            raise BackendError(f"backend {self.name!r}: empty context")
+        if stop_before is not None and not self.has_stats:
+            raise BackendError(f"backend {self.name!r}: a per-token policy needs per-token statistics, "
+                               f"which this backend does not provide (top_logprobs = 0)")
+        want_probs = self.has_stats and (self.collect_stats or stop_before is not None)
+        seed = None if sampling.greedy else int(rng.integers(2**31 - 1))
+        t = time.perf_counter()
+        reply, replica = self._complete(context, max_tokens, sampling, seed, want_probs)
+        wall = time.perf_counter() - t
+        chunk = self._chunk(reply, context, max_tokens, stop_before, position)
+        chunk.prefill_tokens = reply.prefill_tokens
+        chunk.prefill_s = min(reply.prefill_s if reply.prefill_s is not None else 0.0, wall)
+        chunk.decode_s = wall - chunk.prefill_s
+        if self.token_ids:
+            self.replicas.remember(list(context) + chunk.tokens, replica)
+            if self.server == "llama-cpp-python":
+                text = self._context_text(context) + self.detokenize(chunk.tokens).decode("utf-8", "replace")
+                self._texts.put(list(context) + chunk.tokens, text)
+        else:
+            self.replicas.remember(context + (chunk.text or ""), replica)
+        return chunk
+
+    def _chunk(self, reply: Reply, context, max_tokens: int, stop_before, position: int) -> Chunk:
+        """Apply ``stop_before`` over the reply's tokens and build the Chunk (protocol steps 3-4)."""
+        steps = reply.steps
+        stats = [stats_from_top_logprobs(s.top, position + i) if s.top else None for i, s in enumerate(steps)]
+        cut, stopped = len(steps), False
+        if stop_before is not None:
+            for i, st in enumerate(stats):
+                if st is not None and stop_before(st):  # a token the server gave no distribution for is not asked
+                    cut, stopped = i, True
+                    break
+        eos = reply.eos and not stopped
+        kept = [i for i in range(cut) if not steps[i].is_eos][:max_tokens]
+        chunk = Chunk(eos=eos, stopped=stopped)
+        if not self.token_ids:
+            chunk.text = reply.text if cut == len(steps) else "".join(steps[i].piece for i in kept)
+            # without logprobs there are no steps: the server's own count
+            chunk.decode_tokens = len(kept) if steps else min(reply.n_tokens or 0, max_tokens)
+            return chunk
+        if all(steps[i].token is not None for i in kept):
+            chunk.tokens = [steps[i].token for i in kept]
+            chunk.stats = [stats[i] for i in kept]
+        else:  # text-prompt server: the ids are the tokenization of the text
+            text = reply.text if cut == len(steps) else "".join(steps[i].piece for i in kept)
+            chunk.tokens = self.tokenize(text, special=False)[:max_tokens] if text else []
+            chunk.stats = [stats[i] if i < len(stats) else None for i in range(len(chunk.tokens))]
+        chunk.decode_tokens = len(chunk.tokens)
+        return chunk
+
+    def _complete(self, context, max_tokens: int, sampling: SamplingConfig, seed: int | None,
+                  want_probs: bool) -> tuple[Reply, int]:
+        n = self.settings.top_logprobs if want_probs else 0
+        if self.server == "llama.cpp":
+            return self._complete_llama_server(context, max_tokens, sampling, seed, n)
+        body = {"max_tokens": max_tokens, "temperature": sampling.temperature, "top_p": sampling.top_p}
+        if self._served_model:
+            body["model"] = self._served_model
+        if seed is not None:
+            body["seed"] = seed
+        if self.server == "vllm":
+            body.update(prompt=list(context), logprobs=n, return_tokens_as_token_ids=True, return_token_ids=True)
+        else:
+            body["prompt"] = context if isinstance(context, str) else self._context_text(context)
+            if n:
+                body["logprobs"] = n
+            if self.server == "llama-cpp-python":  # its sampler defaults are not neutral
+                body.update(top_k=0, min_p=0.0, repeat_penalty=1.0)
+        reply, replica = self.replicas.request("POST", "/v1/completions", body, key=context)
+        return self._parse_openai(reply), replica
+
+    def _parse_openai(self, reply: dict) -> Reply:
+        try:
+            choice = reply["choices"][0]
+        except (KeyError, IndexError, TypeError):
+            raise BackendError(f"backend {self.name!r}: reply has no choices: {_one_line(reply)}") from None
+        lp = choice.get("logprobs") or {}
+        pieces = lp.get("tokens") or []
+        tops = lp.get("top_logprobs") or [None] * len(pieces)
+        ids = choice.get("token_ids")
+        if ids is None and pieces and all(isinstance(p, str) and p.startswith("token_id:") for p in pieces):
+            ids = [int(p.split(":", 1)[1]) for p in pieces]
+        if self.server == "vllm" and ids is None:
+            raise BackendError(f"backend {self.name!r}: the server returned no token ids "
+                               f"(a vLLM that knows return_tokens_as_token_ids is needed)")
+        usage = reply.get("usage") or {}
+        out = Reply(text=choice.get("text") or "", n_tokens=usage.get("completion_tokens"))
+        # vLLM reports an EOS as finish "stop" with no stop_reason; we never send stop strings.
+        out.eos = choice.get("finish_reason") == "stop" and choice.get("stop_reason") is None
+        cached = ((usage.get("prompt_tokens_details") or {}).get("cached_tokens")) or 0
+        out.prefill_tokens = max(0, int(usage.get("prompt_tokens") or 0) - int(cached))
+        n = len(ids) if ids is not None else len(pieces)
+        for i in range(n):
+            top = tops[i] if i < len(tops) else None
+            piece = pieces[i] if i < len(pieces) and not (ids is not None and self.server == "vllm") else ""
+            out.steps.append(Step(ids[i] if ids is not None else None, piece,
+                                  list(top.values()) if isinstance(top, dict) and top else None))
+        if out.eos and out.steps and out.steps[-1].token is not None and out.steps[-1].token in self.eos_token_ids:
+            out.steps[-1].is_eos = True
+        return out
+
+    def _complete_llama_server(self, context, max_tokens, sampling, seed, n) -> tuple[Reply, int]:
+        """llama-server's native /completion: prompt ids in, generated ids and per-token
+        top-N (with ids) out; its OpenAI route drops token ids."""
+        body = {"prompt": list(context), "n_predict": max_tokens, "temperature": sampling.temperature,
+                "top_p": sampling.top_p, "top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0, "n_probs": n,
+                "return_tokens": True, "cache_prompt": True}
+        if seed is not None:
+            body["seed"] = seed
+        reply, replica = self.replicas.request("POST", "/completion", body, key=context)
+        tokens = reply.get("tokens")
+        if tokens is None:
+            raise BackendError(f"backend {self.name!r}: llama-server returned no token ids (too old?)")
+        probs = reply.get("completion_probabilities") or []
+        out = Reply(text=reply.get("content", ""), eos=reply.get("stop_type") == "eos")
+        timings = reply.get("timings") or {}
+        out.prefill_tokens = int(timings.get("prompt_n", reply.get("tokens_evaluated", 0)) or 0)
+        if "prompt_ms" in timings:
+            out.prefill_s = float(timings["prompt_ms"]) / 1000.0
+        j = 0
+        for tok in tokens:
+            top = None
+            # A token that ends inside a UTF-8 character has no entry: its text is sent with the next.
+            if j < len(probs) and probs[j].get("id") == tok:
+                top = [c["logprob"] for c in probs[j].get("top_logprobs", [])] or None
+                j += 1
+            out.steps.append(Step(tok, "", top))
+        if out.eos and out.steps:
+            out.steps[-1].is_eos = True  # llama-server returns the EOG token itself
+        return out, replica
+
+    def close(self) -> None:
+        self.replicas.close()
+
+
+class _LocalTokenizer:
+    """A GGUF's vocabulary (no weights) through llama.cpp: exact, local tokenize/detokenize."""
+
+    def __init__(self, name_or_path: str):
+        import llama_cpp
+
+        from ..models import resolve
+
+        path, _, _ = resolve(name_or_path)
+        self.llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+        self._lock = threading.Lock()
+
+    def tokenize(self, text: str, *, add_bos: bool, special: bool) -> list[int]:
+        with self._lock:
+            return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
+
+    def detokenize(self, ids: list[int], special: bool = False) -> bytes:
+        with self._lock:
+            return self.llm.detokenize(list(ids), special=special)
+
+    def props(self) -> dict:
+        get = self.llm._model.token_get_text
+        bos = self.llm.token_bos()
+        return {"chat_template": self.llm.metadata.get("tokenizer.chat_template"),
+                "bos_text": get(bos) if bos >= 0 else "", "eos_text": get(self.llm.token_eos())}
