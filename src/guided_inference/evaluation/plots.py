@@ -59,7 +59,7 @@ def accuracy_vs_share(points: list[tuple[str, Summary, str]], title: str = "") -
     ax.set_xlabel("oracle share of generated tokens (%)")
     ax.set_ylabel("accuracy (%), 95% Wilson CI")
     ax.set_xlim(-3, 103)
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(-3, 103)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     if title:
