@@ -31,7 +31,7 @@ HELP = {
     "oracle_top_p": "oracle nucleus sampling",
     "seed": "seed for the policy and sampling generators",
     "stop": "stop string (repeatable)",
-    "policy": "when to consult: see `guided policies`",
+    "policy": "when to consult: never, always, random, ramp",
     "p": "consult probability of the random policy (ramp: its maximum)",
     "collect_stats": "compute per-token entropy/varentropy/top-prob/margin",
 }
