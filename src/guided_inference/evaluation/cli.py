@@ -9,7 +9,8 @@
 
 ``register`` adds them to the main parser (``guided_inference/cli.py`` calls it).
 Flags accept --under_score and --dash-ed spellings; bad values raise GuidedError
-with a one-line message.
+with a one-line message (exit 2). ``eval`` exits 1 when some problems failed with a
+backend error: they are recorded as ``error`` lines and retried by rerunning.
 """
 from __future__ import annotations
 
