@@ -37,7 +37,9 @@ class LlamaCppBackend:
         self.model_id = model_id or os.path.basename(str(path))
         self.sha256 = sha256
         self.collect_stats = collect_stats
-        threads = n_threads or os.cpu_count() or 1
+        # GUIDED_THREADS: llama.cpp's threads spin while waiting, so on a shared machine
+        # (or several runs at once) fewer threads than cores is much faster.
+        threads = n_threads or int(os.environ.get("GUIDED_THREADS") or 0) or os.cpu_count() or 1
         self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads,
                                    n_threads_batch=threads, logits_all=False, verbose=False)
         self._vocab = self.llm._model.vocab
