@@ -53,6 +53,10 @@ class _Server:
     def command(self) -> list[str]:
         raise NotImplementedError
 
+    def headers(self) -> dict:
+        key = getattr(self, "api_key", None)
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
     def start(self) -> "_Server":
         self.proc = subprocess.Popen(self.command(), stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
@@ -61,7 +65,7 @@ class _Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server {self.command()[:3]} exited with {self.proc.returncode}: {self.tail()}")
             try:
-                if httpx.get(self.url + self.ready_path, timeout=2).status_code == 200:
+                if httpx.get(self.url + self.ready_path, headers=self.headers(), timeout=2).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
@@ -140,14 +144,18 @@ class LlamaCppServer(_Server):
 def reset_cache(url: str) -> None:
     """Make a llama.cpp server drop its cached prefix (a prompt sharing no first token), so
     the next prompt is evaluated in one batch as an embedded backend does from scratch."""
-    httpx.post(url + "/v1/completions", json={"prompt": "Zebra", "max_tokens": 1, "temperature": 0}, timeout=120)
+    try:
+        httpx.post(url + "/v1/completions", json={"prompt": "Zebra", "max_tokens": 1, "temperature": 0}, timeout=120)
+    except httpx.TransportError:
+        pass  # a replica that is down has no cache to reset
 
 
 class FlakyProxy:
     """A real HTTP server (http.server in a thread) forwarding to ``target``, except that
-    the first ``failures`` requests get HTTP 500. ``requests`` counts what it received."""
+    the next ``failures`` requests get HTTP 500 (set it again at any time). ``requests``
+    counts what it received."""
 
-    def __init__(self, target: str, failures: int):
+    def __init__(self, target: str, failures: int = 0):
         self.target, self.failures, self.requests = target, failures, 0
         proxy = self
 
@@ -155,7 +163,8 @@ class FlakyProxy:
             def _forward(self, method: str):
                 proxy.requests += 1
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if proxy.requests <= proxy.failures:
+                if proxy.failures > 0:
+                    proxy.failures -= 1
                     payload, status = b'{"error": {"message": "injected failure"}}', 500
                 else:
                     r = httpx.request(method, proxy.target + self.path, content=body or None,

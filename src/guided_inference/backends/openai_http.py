@@ -436,7 +436,7 @@ class OpenAIHTTPBackend:
             # without logprobs there are no steps: the server's own count
             chunk.decode_tokens = len(kept) if steps else min(reply.n_tokens or 0, max_tokens)
             return chunk
-        if all(steps[i].token is not None for i in kept):
+        if steps and all(s.token is not None for s in steps):
             chunk.tokens = [steps[i].token for i in kept]
             chunk.stats = [stats[i] for i in kept]
         else:  # text-prompt server: the ids are the tokenization of the text
