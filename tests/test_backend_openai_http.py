@@ -10,6 +10,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import subprocess
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -383,3 +387,56 @@ def test_llama_server_stop_before_and_eos(smol, smol_llama_server):
     a, b = run(prompt, smol, smol, config), run(prompt, h, h, config)
     assert b.finish_reason == "eos"
     same_trace(a, b)
+
+
+# --- `guided eval` over replicas: a kill mid-run, all down, rerun ------------------------------
+
+
+def _eval_rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_eval_survives_a_replica_kill_and_reruns_errors(tmp_path):
+    problems = [{"problem": f"What is {a} + {b}? Put the answer in \\boxed{{}}.", "answer": str(a + b)}
+                for a, b in [(2, 3), (4, 4), (10, 7), (6, 9), (12, 30), (8, 1), (5, 5), (20, 22)]]
+    data = tmp_path / "sums.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in problems))
+    with LlamaServer("smollm2-135m") as one, LlamaServer("smollm2-135m") as two:
+        models = tmp_path / "models.toml"
+        models.write_text(f'[models.smol-rep]\nbackend = "openai_http"\nurls = ["{one.url}", "{two.url}"]\n'
+                          f'server = "llama-cpp-python"\ntokenizer = "smollm2-135m"\ntokenizer_family = "smollm2"\n'
+                          f'top_logprobs = 0\nretries = 1\nbackoff_s = 0.05\n')  # kind given: loads with servers down
+        env = {"GUIDED_MODELS_FILE": str(models)}
+        args = ["eval", "--base_model", "smol-rep", "--oracle_model", "smol-rep", "--data", str(data),
+                "--max_new_tokens", "24", "--c", "1", "--k", "4", "--concurrency", "2", "--no_progress"]
+
+        # 1. one replica killed while problems are in flight: every problem still scored
+        out = tmp_path / "killed.jsonl"
+        proc = subprocess.Popen([sys.executable, "-m", "guided_inference.cli", *args, "--output_file", str(out)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not (out.exists() and out.read_text().count("\n") >= 1):
+            time.sleep(0.05)
+        one.stop()
+        at_kill = out.read_text().count("\n")
+        stdout, stderr = proc.communicate(timeout=600)
+        assert at_kill < len(problems)  # the kill came while problems were left
+        assert proc.returncode == 0, stderr
+        rows = _eval_rows(out)
+        assert len(rows) == len(problems) and all(r["error"] is None and r["correct"] is not None for r in rows)
+
+        # 2. every replica down: errors, not wrong answers
+        two.stop()
+        out = tmp_path / "down.jsonl"
+        down = run_cli(*args, "--output_file", str(out), env=env)
+        rows = _eval_rows(out)
+        assert down.returncode == 1 and len(rows) == len(problems)
+        assert all(r["error"] and "all 2 replicas failed" in r["error"] and r.get("correct") is None for r in rows)
+
+        # 3. servers back (same ports): the rerun completes the errored problems
+        one.start()
+        two.start()
+        rerun = run_cli(*args, "--output_file", str(out), env=env)
+        assert rerun.returncode == 0, rerun.stderr
+        rows = _eval_rows(out)
+        assert len(rows) == len(problems) and all(r["error"] is None and r["correct"] is not None for r in rows)
