@@ -45,6 +45,7 @@ import numpy as np
 
 from ..config import ConfigError, SamplingConfig
 from ..stats import StepStats, stats_from_top_logprobs
+from .gguf_vocab import GGUFVocab
 from .protocol import BackendError, Chunk
 
 KINDS = ("auto", "vllm", "llama.cpp", "llama-cpp-python", "openai")
@@ -297,7 +298,7 @@ class OpenAIHTTPBackend:
         self.model_id = model_id or self._served_model or self.replicas.urls[0]
         self.token_ids = self.server != "openai"
         self.has_stats = self.settings.top_logprobs > 0
-        self._local = _LocalTokenizer(tokenizer) if tokenizer else None
+        self._local = GGUFVocab(tokenizer) if tokenizer else None
         self._bos_id: list[int] | None = None  # llama-cpp-python: what /extras/tokenize adds for BOS
         self._texts = PrefixMemo()  # llama-cpp-python: token ids -> the text they were made from
         props = self._props()
@@ -529,30 +530,3 @@ class OpenAIHTTPBackend:
 
     def close(self) -> None:
         self.replicas.close()
-
-
-class _LocalTokenizer:
-    """A GGUF's vocabulary (no weights) through llama.cpp: exact, local tokenize/detokenize."""
-
-    def __init__(self, name_or_path: str):
-        import llama_cpp
-
-        from ..models import resolve
-
-        path, _, _ = resolve(name_or_path)
-        self.llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
-        self._lock = threading.Lock()
-
-    def tokenize(self, text: str, *, add_bos: bool, special: bool) -> list[int]:
-        with self._lock:
-            return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
-
-    def detokenize(self, ids: list[int], special: bool = False) -> bytes:
-        with self._lock:
-            return self.llm.detokenize(list(ids), special=special)
-
-    def props(self) -> dict:
-        get = self.llm._model.token_get_text
-        bos = self.llm.token_bos()
-        return {"chat_template": self.llm.metadata.get("tokenizer.chat_template"),
-                "bos_text": get(bos) if bos >= 0 else "", "eos_text": get(self.llm.token_eos())}

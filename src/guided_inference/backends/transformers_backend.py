@@ -1,0 +1,207 @@
+"""transformers backend (PyTorch, fp32 on the CPU by default): a Hugging Face directory or
+one of our GGUF files, with attention weights available for analysis.
+
+    backend = TransformersBackend("smollm2-135m")        # catalogue name, .gguf path or HF directory
+    backend.attention(ids)                               # per-layer attention of the last position
+
+A GGUF is dequantized once (``from_pretrained(dir, gguf_file=...)``, 45-90 s), its
+GGUF quantization marks are cleared (``save_pretrained`` refuses them otherwise)
+and it is saved as fp32 safetensors under ``<cache>/transformers/<name>-<sha12>/``;
+later loads take seconds. A GGUF model is tokenized by llama.cpp from the same
+file (vocabulary only), so its ids, its ``tokenizer_key`` and its chat template
+equal the embedded backend's: the two hand off token ids unchanged.
+
+KV cache as the protocol requires: the cache holds ``self.ids``; ``sync`` keeps the
+longest common prefix (``DynamicCache.crop``), evaluates the rest in one forward
+pass and keeps the last position's logits, so the next token needs no pass.
+Needs the ``[analysis]`` extra (torch, transformers, accelerate, gguf, safetensors);
+none of it is imported unless this backend is built.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..config import SamplingConfig
+from ..stats import StepStats, stats_from_logits
+from .protocol import BackendError, Chunk, sample_token
+
+
+def _require():
+    try:
+        import torch
+        import transformers
+    except ImportError:
+        raise BackendError("the transformers backend needs the [analysis] extra: pip install torch==2.13.0 "
+                           "(exactly), then pip install transformers accelerate gguf safetensors") from None
+    return torch, transformers
+
+
+class TransformersBackend:
+    has_stats = True
+    token_ids = True
+    concurrent = False  # one KV cache
+
+    def __init__(self, source: str, *, name: str | None = None, device: str = "cpu", dtype: str = "float32",
+                 collect_stats: bool = True, n_threads: int | None = None):
+        torch, transformers = _require()
+        self.torch = torch
+        self.name = name or source
+        self.device = device
+        self.collect_stats = collect_stats
+        threads = n_threads or int(os.environ.get("GUIDED_THREADS") or 0)
+        if threads:
+            torch.set_num_threads(threads)
+        directory, gguf = resolve_source(source)
+        self.vocab = None
+        if gguf is not None:
+            from ..models import file_sha256
+            from .gguf_vocab import GGUFVocab
+
+            self.sha256 = file_sha256(gguf)
+            self.model_id = gguf.name
+            directory = dequantized_dir(gguf, self.sha256)
+            self.vocab = GGUFVocab(str(gguf))
+            props = self.vocab.props()
+            self.chat_template, self.bos_text, self.eos_text = props["chat_template"], props["bos_text"], props["eos_text"]
+            self.tokenizer_key = self.vocab.fingerprint()
+        else:
+            self.sha256 = None
+            self.model_id = str(source)
+            self.tok = transformers.AutoTokenizer.from_pretrained(directory)
+            self.chat_template = self.tok.chat_template
+            self.bos_text = self.tok.bos_token or ""
+            self.eos_text = self.tok.eos_token or ""
+            self.tokenizer_key = "hf:" + str(len(self.tok)) + ":" + (self.tok.name_or_path or "")
+        self.model = transformers.AutoModelForCausalLM.from_pretrained(
+            directory, dtype=getattr(torch, dtype), attn_implementation="eager").to(device).eval()
+        # transformers 5 renamed past_key_values to cache
+        self._cache_kw = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        eos = self.model.generation_config.eos_token_id
+        self._eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+        self.ids: list[int] = []  # what the cache holds
+        self._cache = None
+        self._logits: np.ndarray | None = None  # next-token logits after self.ids
+
+    # --- Backend protocol: tokenizer
+    def tokenize(self, text: str, *, add_bos: bool = False, special: bool = True) -> list[int]:
+        if self.vocab is not None:
+            return self.vocab.tokenize(text, add_bos=add_bos, special=special)
+        return self.tok(text, add_special_tokens=add_bos, split_special_tokens=not special)["input_ids"]
+
+    def detokenize(self, ids: list[int]) -> bytes:
+        if self.vocab is not None:
+            return self.vocab.detokenize(ids)
+        return self.tok.decode(list(ids), skip_special_tokens=True).encode("utf-8")
+
+    def is_eos(self, token: int) -> bool:
+        return self.vocab.is_eog(token) if self.vocab is not None else token in self._eos_ids
+
+    # --- Backend protocol: generate
+    def generate(self, context: list[int], max_tokens: int, sampling: SamplingConfig, rng: np.random.Generator,
+                 stop_before: Callable[[StepStats], bool] | None = None, position: int = 0) -> Chunk:
+        chunk = Chunk()
+        t = time.perf_counter()
+        chunk.prefill_tokens = self.sync(context)
+        chunk.prefill_s = time.perf_counter() - t
+        t = time.perf_counter()
+        for i in range(max_tokens):
+            logits = self._logits
+            stats = stats_from_logits(logits, position + i) if (self.collect_stats or stop_before) else None
+            if stop_before is not None and stop_before(stats):
+                chunk.stopped = True
+                break
+            token = sample_token(logits, sampling, rng)
+            if self.is_eos(token):
+                chunk.eos = True
+                break
+            chunk.tokens.append(token)
+            chunk.stats.append(stats)
+            self._forward([token])  # one step ahead: the next logits are ready
+        chunk.decode_tokens = len(chunk.tokens)
+        chunk.decode_s = time.perf_counter() - t
+        return chunk
+
+    # --- cache management
+    def sync(self, context: list[int]) -> int:
+        """Make the cache hold exactly ``context``; return how many tokens were evaluated."""
+        if not context:
+            raise BackendError(f"backend {self.name!r}: empty context")
+        common = 0
+        limit = min(len(self.ids), len(context))
+        while common < limit and self.ids[common] == context[common]:
+            common += 1
+        if common == len(context) == len(self.ids) and self._logits is not None:
+            return 0
+        common = min(common, len(context) - 1)  # the last position's logits are needed
+        if common == 0:
+            self._cache, self.ids = None, []
+        elif common < len(self.ids):
+            self._cache.crop(common - len(self.ids))  # negative: drop that many (transformers 4 and 5)
+            self.ids = self.ids[:common]
+        self._forward(context[common:])
+        return len(context) - common
+
+    def _forward(self, tokens: list[int]) -> None:
+        torch = self.torch
+        # input: [1, T]; the cache holds len(self.ids) positions before it
+        x = torch.tensor([tokens], dtype=torch.long, device=self.device)
+        with torch.inference_mode():
+            out = self.model(input_ids=x, use_cache=True, **{self._cache_kw: self._cache})
+        self._cache = getattr(out, "cache", None) or out.past_key_values
+        self.ids = self.ids + list(tokens)
+        self._logits = out.logits[0, -1].float().cpu().numpy()  # [vocab]
+
+    def logits(self) -> np.ndarray:
+        return self._logits.copy()
+
+    def attention(self, context: list[int]) -> list[np.ndarray]:
+        """Attention weights of a full forward pass over ``context`` (no cache):
+        one array per layer, [heads, len(context), len(context)]."""
+        torch = self.torch
+        x = torch.tensor([list(context)], dtype=torch.long, device=self.device)
+        with torch.inference_mode():
+            out = self.model(input_ids=x, output_attentions=True, use_cache=False)
+        return [a[0].float().cpu().numpy() for a in out.attentions]
+
+
+def resolve_source(source: str) -> tuple[Path | None, Path | None]:
+    """(HF directory, None) or (None, GGUF path) for a directory, .gguf path or catalogue name."""
+    p = Path(source)
+    if p.is_dir():
+        return p, None
+    from ..models import resolve
+
+    return None, Path(resolve(source)[0])
+
+
+def dequantized_dir(gguf: Path, sha256: str) -> Path:
+    """fp32 safetensors of a GGUF in the cache, made once (dequantize, clear marks, save atomically)."""
+    from ..models import cache_dir
+
+    out = cache_dir() / "transformers" / f"{gguf.stem}-{sha256[:12]}"
+    if (out / "config.json").is_file() and any(out.glob("*.safetensors")):
+        return out
+    torch, transformers = _require()
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                                              dtype=torch.float32)
+    # save_pretrained refuses a model still marked as GGUF-quantized; its weights are plain fp32 now.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    model.quantization_method = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    (tmp / "source.json").write_text(json.dumps({"gguf": gguf.name, "sha256": sha256}))
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)  # readers see a whole directory or none
+    return out

@@ -1,0 +1,111 @@
+"""The transformers backend on SmolLM2's GGUF (dequantized to fp32) against embedded llama.cpp.
+
+llama.cpp multiplies with quantized activations; transformers with the dequantized
+fp32 weights. So the distributions agree closely but not bit for bit: greedy text
+is the same over a short generation, and the argmax agrees at nearly every position
+when both read the same tokens (teacher forcing).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from guided_inference.backends.transformers_backend import TransformersBackend, dequantized_dir  # noqa: E402
+from guided_inference.config import GenerationConfig, SamplingConfig  # noqa: E402
+from guided_inference.engine import guided_generate  # noqa: E402
+from guided_inference.models import file_sha256, resolve  # noqa: E402
+from guided_inference.prompts import chat_prompt  # noqa: E402
+from test_engine import check_invariants  # noqa: E402
+
+GREEDY = SamplingConfig()
+COUNT = "Count from 1 to 20, separated by commas."
+SKY = "Explain in a few sentences why the sky is blue."
+
+
+@pytest.fixture(scope="module")
+def tf_smol():
+    return TransformersBackend("smollm2-135m")
+
+
+def fresh(b):
+    if isinstance(b, TransformersBackend):
+        b.ids, b._cache, b._logits = [], None, None
+    else:
+        b.llm.reset()
+        b._logits_at = -1
+
+
+def test_same_vocabulary_template_and_ids_as_embedded(tf_smol, smol):
+    assert tf_smol.tokenizer_key == smol.tokenizer_key  # token handoff between the two
+    assert tf_smol.chat_template == smol.chat_template and tf_smol.bos_text == smol.bos_text
+    prompt = chat_prompt(smol, SKY)
+    assert tf_smol.tokenize(prompt, add_bos=True) == smol.tokenize(prompt, add_bos=True)
+    assert tf_smol.sha256 == resolve("smollm2-135m")[2]
+    path = dequantized_dir(resolve("smollm2-135m")[0], file_sha256(resolve("smollm2-135m")[0]))
+    assert (path / "source.json").is_file() and list(path.glob("*.safetensors"))
+
+
+def test_short_greedy_generation_equals_llama_cpp(tf_smol, smol):
+    ctx = smol.tokenize(chat_prompt(smol, COUNT), add_bos=True)
+    fresh(smol)
+    fresh(tf_smol)
+    a = tf_smol.generate(ctx, 24, GREEDY, np.random.default_rng(0))
+    b = smol.generate(ctx, 24, GREEDY, np.random.default_rng(0))
+    assert a.tokens == b.tokens
+    assert max(abs(x.top_prob - y.top_prob) for x, y in zip(a.stats, b.stats)) < 0.1
+
+
+def test_teacher_forced_argmax_agrees_with_llama_cpp(tf_smol, smol):
+    ctx = smol.tokenize(chat_prompt(smol, SKY), add_bos=True)
+    fresh(smol)
+    ref = smol.generate(ctx, 30, GREEDY, np.random.default_rng(0)).tokens
+    fresh(tf_smol)
+    agree = 0
+    for i, tok in enumerate(ref):
+        tf_smol.sync(ctx + ref[:i])
+        agree += int(np.argmax(tf_smol.logits()) == tok)
+    assert agree >= 0.9 * len(ref)
+
+
+def test_kv_cache_keeps_the_common_prefix_and_matches_a_fresh_pass(tf_smol, smol):
+    ctx = smol.tokenize(chat_prompt(smol, COUNT), add_bos=True)
+    fresh(tf_smol)
+    assert tf_smol.sync(ctx) == len(ctx)
+    assert tf_smol.sync(ctx) == 0  # held, logits ready
+    more = ctx + [16, 28, 216]
+    assert tf_smol.sync(more) == 3  # only the new suffix
+    assert tf_smol.sync(ctx[:-2]) == 1  # roll back: re-evaluate the last position for its logits
+    other = ctx[:-4] + [33, 30]
+    assert tf_smol.sync(other) == 2 and tf_smol.ids == other
+    incremental = tf_smol.logits()
+    fresh(tf_smol)
+    tf_smol.sync(other)
+    np.testing.assert_allclose(incremental, tf_smol.logits(), atol=1e-3)
+    # generation continues from the cache: equal to a fresh generation from the same context
+    a = tf_smol.generate(other, 6, GREEDY, np.random.default_rng(0)).tokens
+    fresh(tf_smol)
+    assert tf_smol.generate(other, 6, GREEDY, np.random.default_rng(0)).tokens == a
+
+
+def test_guided_generation_with_llama_cpp_oracle_hands_off_token_ids(tf_smol, smol):
+    config = GenerationConfig(policy="random", c=3, k=4, step_size=4, max_new_tokens=24, seed=1)
+    prompt = chat_prompt(smol, COUNT)
+    fresh(smol)
+    fresh(tf_smol)
+    trace = guided_generate(prompt, tf_smol, smol, config)
+    assert trace.handoff == "tokens" and trace.cheat_positions
+    check_invariants(trace, config, smol)
+
+
+def test_attention_weights(tf_smol, smol):
+    ids = smol.tokenize("The sky is blue because", add_bos=True)
+    att = tf_smol.attention(ids)
+    cfg = tf_smol.model.config
+    assert len(att) == cfg.num_hidden_layers
+    assert att[0].shape == (cfg.num_attention_heads, len(ids), len(ids))
+    for a in att:
+        np.testing.assert_allclose(a.sum(-1), 1.0, atol=1e-4)  # each query's weights are a distribution
+        assert np.allclose(np.triu(a, k=1), 0.0)  # causal: nothing attends to the future
