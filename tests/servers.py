@@ -124,7 +124,8 @@ def llama_server_binary() -> Path | None:
 
 
 class LlamaCppServer(_Server):
-    """llama.cpp's llama-server: ``parallel`` slots with continuous batching."""
+    """llama.cpp's llama-server: ``parallel`` slots with continuous batching. Flash attention
+    off, as in the embedded backend (on: other numerics, other near-tie argmaxes)."""
 
     ready_path = "/health"
 
@@ -138,13 +139,21 @@ class LlamaCppServer(_Server):
             raise RuntimeError("llama-server is not built: run scripts/build_llama_server.sh")
         return [str(binary), "-m", str(self.path), "--host", "127.0.0.1", "--port", str(self.port),
                 "-c", str(self.n_ctx * self.parallel), "-np", str(self.parallel), "-t", str(self.threads),
-                "-tb", str(self.threads), "--no-webui", "--log-disable"]
+                "-tb", str(self.threads), "-fa", "off", "--no-webui", "--log-disable",
+                # tests erase slots (reset_cache); no host-memory prompt cache to restore them from
+                "--slot-save-path", tempfile.gettempdir(), "-cram", "0"]
 
 
 def reset_cache(url: str) -> None:
-    """Make a llama.cpp server drop its cached prefix (a prompt sharing no first token), so
-    the next prompt is evaluated in one batch as an embedded backend does from scratch."""
+    """Make a llama.cpp server drop its cached prefixes, so the next prompt is evaluated in
+    one batch as an embedded backend does from scratch: llama-server erases each slot;
+    llama-cpp-python's server gets a prompt sharing no first token."""
     try:
+        slots = httpx.get(url + "/slots", timeout=30)
+        if slots.status_code == 200:
+            for slot in slots.json():
+                httpx.post(f"{url}/slots/{slot['id']}?action=erase", timeout=30).raise_for_status()
+            return
         httpx.post(url + "/v1/completions", json={"prompt": "Zebra", "max_tokens": 1, "temperature": 0}, timeout=120)
     except httpx.TransportError:
         pass  # a replica that is down has no cache to reset

@@ -440,3 +440,15 @@ def test_eval_survives_a_replica_kill_and_reruns_errors(tmp_path):
         assert rerun.returncode == 0, rerun.stderr
         rows = _eval_rows(out)
         assert len(rows) == len(problems) and all(r["error"] is None and r["correct"] is not None for r in rows)
+
+
+@needs_llama_server
+def test_llama_server_random_policy_fixed_seed_equals_embedded(smol, smol2, smol_llama_server):
+    """Base and oracle are two sequences in one llama-server (two slots), token handoff."""
+    config = GenerationConfig(policy="random", c=4, k=5, step_size=5, max_new_tokens=40, seed=3)
+    prompt = chat_prompt(smol, COUNT)
+    base = OpenAIHTTPBackend([smol_llama_server.url], name="smol-ls", tokenizer_family="smollm2", settings=FAST)
+    oracle = OpenAIHTTPBackend([smol_llama_server.url], name="smol-ls-2", tokenizer_family="smollm2", settings=FAST)
+    b = run(prompt, base, oracle, config)
+    assert b.handoff == "tokens" and b.cheat_positions
+    same_trace(run(prompt, smol, smol2, config), b)
