@@ -1,74 +1,67 @@
-"""The runner with a scripted backend (no model): concurrency, grading thread, errors and retries, resume.
+"""The runner on real models: SmolLM2 in-process (one problem at a time) and a real
+llama.cpp server over HTTP (several problems in flight): concurrency, grading in the
+main thread, backend errors and retries, resume, configuration checks, re-grading.
 
-The backend speaks the real protocol (token ids = characters) and writes a scripted
-answer per problem, so the engine, the grader and the results file are all real.
+``Watch`` wraps a real backend to record which threads call it and how many calls are
+in flight; every call still goes to the real model.
 """
 import json
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from guided_inference.backends.protocol import BackendError, Chunk
+from guided_inference.backends.llama_cpp import LlamaCppBackend
+from guided_inference.backends.openai_http import HTTPSettings, OpenAIHTTPBackend
 from guided_inference.config import GenerationConfig
 from guided_inference.evaluation.results import ResultsError, read_rows
 from guided_inference.evaluation.runner import EvalSettings, regrade, run_eval
+from guided_inference.models import resolve
 from guided_inference.runner import Pair
 from guided_inference.tasks import task_for_file
+from guided_inference.tasks.grading import grade_response
+from servers import LlamaServer
 
-ANSWERS = {f"q{i}": (str(i), f"Adding up gives \\boxed{{{i if i % 3 else i + 1}}}.") for i in range(1, 7)}
+QUESTIONS = {f"q{i}": (f"What is {i} + {i + 1}?", str(2 * i + 1)) for i in range(1, 7)}
+CONFIG = GenerationConfig(c=2, k=4, step_size=5, max_new_tokens=24)
 
 
-class ScriptedBackend:
-    name = model_id = "scripted"
-    sha256 = "0" * 64
-    tokenizer_key = "chars"
-    chat_template = None
-    bos_text = ""
-    has_stats = False
-    token_ids = True
+class Watch:
+    """A real backend, with the threads that call it and the peak of calls in flight."""
 
-    def __init__(self, *, concurrent=True, fail=(), delay=0.02):
-        self.concurrent = concurrent
-        self.fail = set(fail)
-        self.delay = delay
+    def __init__(self, inner):
+        self.inner = inner
         self.lock = threading.Lock()
         self.inflight = self.max_inflight = 0
         self.threads = set()
 
-    def tokenize(self, text, *, add_bos=False):
-        return [ord(ch) for ch in text]
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
 
-    def detokenize(self, ids):
-        return "".join(map(chr, ids)).encode("utf-8")
-
-    def generate(self, context, max_tokens, sampling, rng, stop_before=None, position=0):
-        prompt = "".join(map(chr, context))
-        question = next(q for q in ANSWERS if f"Question: {q} " in prompt)
-        if question in self.fail:
-            raise BackendError(f"server down for {question}")
+    def generate(self, *args, **kw):
         with self.lock:
             self.inflight += 1
             self.max_inflight = max(self.max_inflight, self.inflight)
             self.threads.add(threading.current_thread().name)
-        time.sleep(self.delay)
-        with self.lock:
-            self.inflight -= 1
-        text = ANSWERS[question][1]
-        piece = text[position:position + max_tokens]
-        return Chunk(tokens=[ord(ch) for ch in piece], eos=position + max_tokens >= len(text), decode_tokens=len(piece))
+        try:
+            return self.inner.generate(*args, **kw)
+        finally:
+            with self.lock:
+                self.inflight -= 1
+
+
+def write_task(path: Path, questions: dict):
+    path.write_text("".join(json.dumps({"problem": q, "answer": a, "unique_id": uid}) + "\n"
+                            for uid, (q, a) in questions.items()))
+    return task_for_file(path)
 
 
 @pytest.fixture
 def task(tmp_path):
-    path = tmp_path / "toy.jsonl"
-    path.write_text("".join(json.dumps({"problem": f"{q} ?", "answer": a, "unique_id": q}) + "\n"
-                            for q, (a, _) in ANSWERS.items()))
-    return task_for_file(path)
+    return write_task(tmp_path / "toy.jsonl", QUESTIONS)
 
 
-def run(task, backend, out, config=GenerationConfig(c=2, k=4, step_size=5, max_new_tokens=200), **kw):
+def run(task, backend, out, config=CONFIG, **kw):
     settings = EvalSettings(output_file=out, progress=False, **kw)
     logs = []
     outcome = run_eval(task, task.load(), Pair(backend, backend, 0.0), config, settings, log=logs.append)
@@ -79,87 +72,109 @@ def verdicts(path: Path) -> dict:
     return {r["unique_id"]: r["correct"] for r in read_rows(path)}
 
 
-EXPECTED = {q: int(a) % 3 != 0 for q, (a, _) in ANSWERS.items()}
+def graded_right(path: Path) -> None:
+    """Every verdict is math-verify's verdict on that row's own text."""
+    for r in read_rows(path):
+        assert r["correct"] == grade_response(r["ground_truth"], r["result"], timeout_s=None).correct
 
 
-def test_concurrent_backend_runs_n_problems_in_flight(task, tmp_path):
-    backend = ScriptedBackend(concurrent=True, delay=0.05)
-    outcome, logs = run(task, backend, tmp_path / "r.jsonl", concurrency=3)
-    assert outcome.workers == 3 and backend.max_inflight == 3
-    assert all(name.startswith("guided-eval") for name in backend.threads)  # generation off the main thread
-    assert verdicts(tmp_path / "r.jsonl") == EXPECTED  # grading (SIGALRM, main thread) worked
-    assert not logs
+def test_rows_carry_the_trace_verdict_and_provenance(task, tmp_path, smol):
+    run(task, smol, tmp_path / "r.jsonl")
+    rows = read_rows(tmp_path / "r.jsonl")
+    assert [r["unique_id"] for r in rows] == list(QUESTIONS)
+    row = rows[0]
+    assert "".join(s["output"] for s in row["interleaved_outputs"]) == row["result"]
+    assert row["ground_truth"] == "3" and row["grade_timeout"] is False and row["error"] is None
+    assert row["dataset"] == "file:toy.jsonl" and QUESTIONS["q1"][0] in row["prompt"]
+    assert row["config"]["c"] == row["c"] == 2 and row["k"] == 4 and row["policy"] == "random"
+    assert row["total_tokens_generated"] == row["base_tokens"] + row["oracle_tokens"] <= 24
+    assert row["base_sha256"] == smol.sha256 and row["finish_reason"] in ("eos", "length")
+    assert "grade_s" in row["timings"]
+    graded_right(tmp_path / "r.jsonl")
 
 
-def test_embedded_style_backend_runs_one_at_a_time_and_says_so(task, tmp_path):
-    backend = ScriptedBackend(concurrent=False)
+def test_embedded_backend_runs_one_at_a_time_and_says_so(task, tmp_path, smol):
+    backend = Watch(smol)
     outcome, logs = run(task, backend, tmp_path / "r.jsonl", concurrency=4)
     assert outcome.workers == 1 and backend.max_inflight == 1
     assert backend.threads == {"MainThread"}
-    assert logs == ["--concurrency 4 ignored: backend 'scripted' runs one problem at a time"]
-    assert [r["unique_id"] for r in read_rows(tmp_path / "r.jsonl")] == list(ANSWERS)  # in order
+    assert logs == ["--concurrency 4 ignored: backend 'smollm2-135m' runs one problem at a time"]
 
 
-def test_rows_carry_the_trace_verdict_and_provenance(task, tmp_path):
-    run(task, ScriptedBackend(), tmp_path / "r.jsonl")
-    row = read_rows(tmp_path / "r.jsonl")[0]
-    assert row["result"] == ANSWERS["q1"][1]
-    assert "".join(s["output"] for s in row["interleaved_outputs"]) == row["result"]
-    assert (row["parsed_answer"], row["ground_truth"], row["correct"], row["grade_timeout"]) == ("1", "1", True, False)
-    assert row["dataset"] == "file:toy.jsonl" and row["unique_id"] == "q1" and row["error"] is None
-    assert row["config"]["c"] == row["c"] == 2 and row["k"] == 4 and row["policy"] == "random"
-    assert row["total_tokens_generated"] == row["base_tokens"] + row["oracle_tokens"] == len(row["result"])
-    assert row["finish_reason"] == "eos" and "grade_s" in row["timings"]
+def test_http_backend_runs_n_problems_in_flight(task, tmp_path, smol):
+    with LlamaServer("smollm2-135m") as srv:
+        http = OpenAIHTTPBackend([srv.url], name="smol-http", tokenizer="smollm2-135m", tokenizer_family="smollm2",
+                                 settings=HTTPSettings(top_logprobs=0))
+        config = CONFIG.replace(collect_stats=False)
+        run(task, http, tmp_path / "seq.jsonl", config)
+        backend = Watch(http)
+        outcome, logs = run(task, backend, tmp_path / "par.jsonl", config, concurrency=3)
+    assert outcome.workers == 3 and backend.max_inflight == 3 and not logs
+    assert all(name.startswith("guided-eval") for name in backend.threads)  # generation off the main thread
+    # Texts may differ from the sequential run: interleaved requests change which prefix the
+    # server has cached, so it reads prompts in other batch sizes (batch-vs-single numerics,
+    # MODELS.md). What must hold: every problem once, whole traces, budgets, right verdicts.
+    seq, par = (read_rows(tmp_path / f) for f in ("seq.jsonl", "par.jsonl"))
+    assert sorted(r["unique_id"] for r in par) == sorted(r["unique_id"] for r in seq) == sorted(QUESTIONS)
+    for r in par:
+        assert r["error"] is None and "".join(s["output"] for s in r["interleaved_outputs"]) == r["result"]
+        assert r["total_tokens_generated"] <= 24 and len(r["cheat_positions"]) <= 2
+    graded_right(tmp_path / "par.jsonl")  # grading (SIGALRM, main thread) worked
 
 
-def test_backend_errors_are_recorded_not_graded_and_retried(task, tmp_path):
+def test_backend_errors_are_recorded_not_graded_and_retried(tmp_path, smol):
+    long_sum = " + ".join(str(i) for i in range(1, 90))
+    questions = dict(QUESTIONS) | {"q2": (f"What is {long_sum}?", "4005"), "q5": (f"Compute {long_sum}.", "4005")}
+    task = write_task(tmp_path / "toy.jsonl", questions)
+    small = LlamaCppBackend(resolve("smollm2-135m")[0], name=smol.name, model_id=smol.model_id, sha256=smol.sha256, n_ctx=160)
     out = tmp_path / "r.jsonl"
-    outcome, _ = run(task, ScriptedBackend(fail={"q2", "q5"}), out)
+    run(task, small, out)  # the two long prompts do not fit (llama.cpp rounds n_ctx up to 256): a real backend failure
     rows = read_rows(out)
     errors = {r["unique_id"]: r["error"] for r in rows if r["error"]}
-    assert errors == {"q2": "BackendError: server down for q2", "q5": "BackendError: server down for q5"}
+    assert set(errors) == {"q2", "q5"} and all("exceeds n_ctx" in e for e in errors.values())
     assert all(r["correct"] is None for r in rows if r["error"])
-    backend = ScriptedBackend()
-    outcome, logs = run(task, backend, out)
+    outcome, logs = run(task, smol, out)  # rerun with room for them
     assert (outcome.ran, outcome.skipped, outcome.retried) == (2, 4, 2)
     assert any("retrying 2 problem(s)" in m for m in logs)
     rows = read_rows(out)
-    assert sorted(r["unique_id"] for r in rows) == sorted(ANSWERS)  # no duplicates, no error lines
-    assert verdicts(out) == EXPECTED
+    assert sorted(r["unique_id"] for r in rows) == sorted(questions)  # no duplicates, no error lines
+    assert all(r["error"] is None and r["correct"] is not None for r in rows)
 
 
-def test_resume_skips_done_problems_and_repairs_a_torn_line(task, tmp_path):
+def test_resume_skips_done_problems_and_repairs_a_torn_line(task, tmp_path, smol):
     out = tmp_path / "r.jsonl"
-    run(task, ScriptedBackend(), out)
+    run(task, smol, out)
+    reference = verdicts(out)
     full = out.read_text().splitlines(keepends=True)
     out.write_text("".join(full[:3]) + full[3][: len(full[3]) // 2])  # killed while writing line 4
-    backend = ScriptedBackend()
-    outcome, logs = run(task, backend, out)
+    outcome, logs = run(task, smol, out)
     assert (outcome.ran, outcome.skipped) == (3, 3)
     assert any("removed a partial last line" in m for m in logs)
-    assert [r["unique_id"] for r in read_rows(out)] == list(ANSWERS)
-    assert verdicts(out) == EXPECTED
-    outcome, _ = run(task, backend, out)  # nothing left to do
+    assert [r["unique_id"] for r in read_rows(out)] == list(QUESTIONS)
+    assert verdicts(out) == reference
+    outcome, _ = run(task, smol, out)  # nothing left to do
     assert (outcome.ran, outcome.skipped, len(outcome.rows)) == (0, 6, 6)
 
 
-def test_other_configuration_is_refused(task, tmp_path):
+def test_other_configuration_is_refused(task, tmp_path, smol):
     out = tmp_path / "r.jsonl"
-    run(task, ScriptedBackend(), out)
+    run(task, smol, out, CONFIG.replace(max_new_tokens=4))
     before = out.read_text()
     with pytest.raises(ResultsError, match=rf"{out}:1 was made with a different configuration \(config.c: 2 in the file, 3 now\)"):
-        run(task, ScriptedBackend(), out, config=GenerationConfig(c=3, k=4, step_size=5, max_new_tokens=200))
+        run(task, smol, out, CONFIG.replace(max_new_tokens=4, c=3))
     assert out.read_text() == before
 
 
-def test_regrade_in_place(task, tmp_path):
+def test_regrade_in_place(task, tmp_path, smol):
     out = tmp_path / "r.jsonl"
-    run(task, ScriptedBackend(), out)
+    run(task, smol, out, CONFIG.replace(max_new_tokens=4))
     rows = read_rows(out)
-    rows[0]["ground_truth"] = "99"  # pretend the gold answer was fixed
+    rows[0]["ground_truth"] = "99"
+    rows[0]["result"] = "so it is \\boxed{99}"  # pretend the gold answer and text were fixed
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert regrade(out, timeout_s=5) == (6, 1)
-    assert verdicts(out) == EXPECTED | {"q1": False}
+    assert regrade(out, timeout_s=5) == (6, int(not rows[0]["correct"]))
+    assert verdicts(out)["q1"] is True
+    graded_right(out)
 
 
 @pytest.mark.parametrize("kw,message", [
