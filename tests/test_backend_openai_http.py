@@ -319,6 +319,14 @@ def test_api_key_is_sent_but_never_shown(tmp_path, smol, caplog):
         wrong = run_cli("generate", "--base_model", "smol-key", "--oracle_model", "smol-key", "--prompt", "Hi",
                         "--max_new_tokens", "8", env={**env, "GUIDED_TEST_KEY": SECRET + "-wrong"})
         assert wrong.returncode == 2 and "HTTP 401" in wrong.stderr and SECRET not in wrong.stdout + wrong.stderr
+        data = tmp_path / "one.jsonl"
+        data.write_text(json.dumps({"problem": "What is 1 + 1?", "answer": "2"}) + "\n")
+        out = tmp_path / "eval.jsonl"
+        ev = run_cli("eval", "--base_model", "smol-key", "--oracle_model", "smol-key", "--data", str(data),
+                     "--max_new_tokens", "8", "--verbose", "--output_file", str(out), env=env)
+        assert ev.returncode == 0, ev.stderr
+        assert json.loads(out.read_text())["error"] is None
+        assert SECRET not in ev.stdout + ev.stderr + out.read_text()
         missing = run_cli("generate", "--base_model", "smol-key", "--prompt", "Hi", env={**env, "GUIDED_TEST_KEY": ""})
         assert missing.returncode == 2 and "GUIDED_TEST_KEY" in missing.stderr
         # in-process with every logger at DEBUG
