@@ -4,7 +4,7 @@
 # More problems: NUM_SAMPLES=100 bash scripts/main.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-GUIDED_EXTRAS="${GUIDED_EXTRAS:-test,server}" GUIDED_MODELS="qwen2.5-coder-0.5b qwen2.5-coder-1.5b" \
+GUIDED_EXTRAS="${GUIDED_EXTRAS:-server}" GUIDED_MODELS="qwen2.5-coder-0.5b qwen2.5-coder-1.5b" \
   GUIDED_SKIP_CHROMIUM=1 bash scripts/setup.sh
 . .venv/bin/activate
 mkdir -p out

@@ -24,6 +24,10 @@ if [ "${GUIDED_SKIP_CHROMIUM:-0}" != 1 ] && [ ! -x /usr/bin/chromium ]; then
   fi
 fi
 
+# llama.cpp's own llama-server (parallel slots) for the HTTP tests and the throughput
+# benchmark: built once from the sdist's sources (~10 min on 2 cores), then cached.
+case ",$EXTRAS," in *,test,*) [ "${GUIDED_SKIP_LLAMA_SERVER:-0}" = 1 ] || PYTHON=python bash scripts/build_llama_server.sh >/dev/null ;; esac
+
 for m in ${GUIDED_MODELS:-smollm2-135m gemma3-270m qwen2.5-coder-0.5b qwen2.5-coder-1.5b}; do
   guided models pull "$m"
 done
