@@ -2,6 +2,7 @@
 
     python bench/throughput.py --problems 40 --max_new_tokens 256            # llama-server, 4 slots
     python bench/throughput.py --server python --problems 8                  # llama-cpp-python's server
+    python bench/throughput.py --ceiling --threads 2                         # the server alone, no engine
 
 For each mode (base only: policy never, c=0; guided: policy random, c=20, k=10) and
 each concurrency (1, then --slots), it starts fresh servers for the base and the
@@ -69,6 +70,37 @@ def run_once(args, mode: str, concurrency: int, workdir: Path) -> dict:
             "accuracy": sum(bool(r.get("correct")) for r in ok) / len(ok) if ok else 0.0}
 
 
+def server_ceiling(args) -> None:
+    """The server alone: aggregate decode tokens/s of 1 vs --slots concurrent raw requests
+    (same prompt length, greedy, --max_new_tokens each), no engine, no handoffs. What
+    continuous batching can give this machine at most."""
+    import httpx
+    from concurrent.futures import ThreadPoolExecutor
+
+    srv = start(args.server, args.base, args.slots, args.threads, args.n_ctx)
+    try:
+        def one(i: int) -> int:
+            body = {"prompt": f"Problem {i}: write a long, careful proof that the square root of {i + 2} is irrational.",
+                    "n_predict": args.max_new_tokens, "max_tokens": args.max_new_tokens, "temperature": 0,
+                    "ignore_eos": True, "cache_prompt": False}
+            path = "/completion" if args.server == "llama-server" else "/v1/completions"
+            r = httpx.post(srv.url + path, json=body, timeout=3600).json()
+            return int(r.get("tokens_predicted") or r.get("usage", {}).get("completion_tokens", 0))
+
+        rows = []
+        for n in (1, args.slots):
+            t = time.perf_counter()
+            with ThreadPoolExecutor(n) as pool:
+                tokens = sum(pool.map(one, range(n)))
+            rows.append((n, tokens, time.perf_counter() - t))
+    finally:
+        srv.stop()
+    print(f"\nserver ceiling: {args.server}, {args.base}, {args.threads} threads, {args.slots} slots, load average "
+          f"{os.getloadavg()[0]:.1f}\n\n| sequences in flight | tokens | wall s | tokens/s | speed-up |\n|---|---|---|---|---|")
+    for n, tokens, wall in rows:
+        print(f"| {n} | {tokens} | {wall:.1f} | {tokens / wall:.1f} | {tokens / wall / (rows[0][1] / rows[0][2]):.2f}x |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--server", choices=["llama-server", "python"], default="llama-server")
@@ -81,9 +113,12 @@ def main() -> None:
     p.add_argument("--n_ctx", type=int, default=2048, help="context per slot")
     p.add_argument("--modes", default=",".join(MODES), help="comma list of: " + ", ".join(MODES))
     p.add_argument("--json", default=None, help="also write the rows here")
+    p.add_argument("--ceiling", action="store_true", help="only the server alone: raw concurrent requests")
     args = p.parse_args()
     if args.server == "llama-server" and llama_server_binary() is None:
         raise SystemExit("llama-server is not built: run scripts/build_llama_server.sh")
+    if args.ceiling:
+        return server_ceiling(args)
     results = []
     with tempfile.TemporaryDirectory(prefix="guided-bench-") as tmp:
         for mode in args.modes.split(","):
