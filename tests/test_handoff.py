@@ -12,6 +12,9 @@ from guided_inference.prompts import chat_prompt
 def test_incremental_catch_up_on_qwen_pair(qwen_base, qwen_oracle):
     prompt = chat_prompt(qwen_base, "Solve 3x + 5 = 20 and explain each step.")
     config = GenerationConfig(policy="random", c=3, k=5, step_size=5, max_new_tokens=40, seed=3, p=0.6)
+    for b in (qwen_base, qwen_oracle):  # empty caches: other tests share these session fixtures
+        b.llm.reset()
+        b._logits_at = -1
     trace = guided_generate(prompt, qwen_base, qwen_oracle, config)
     assert trace.handoff == "tokens" and trace.cheat_positions, "the seed should give at least one consult"
     n_prompt = len(qwen_base.tokenize(prompt, add_bos=True))
