@@ -15,7 +15,7 @@ from .backends import Backend, load_backend
 from .config import GenerationConfig
 from .engine import guided_generate
 from .prompts import chat_prompt
-from .trace import ORACLE, Trace
+from .trace import Trace
 
 COLORS = {"oracle": "blue", "base": "red"}  # the original tool's colours
 
@@ -68,6 +68,3 @@ def summary_line(trace: Trace) -> str:
             f"{trace.tokens_per_s:.1f} tok/s, {t.generation_s:.2f} s | handoff {trace.handoff} | "
             f"finish {trace.finish_reason}]")
 
-
-def consulted(trace: Trace) -> int:
-    return sum(1 for s in trace.interleaved_outputs if s.model_type == ORACLE)
