@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from typing import Callable
 
 import numpy as np
 
 from ..config import SamplingConfig
-from ..stats import StepStats, stats_from_logits
-from .protocol import BackendError, Chunk, sample_token
+from ..stats import StepStats
+from .protocol import BackendError, Chunk, generate_from_logits
 
 
 class LlamaCppBackend:
@@ -71,27 +70,13 @@ class LlamaCppBackend:
     def generate(self, context: list[int], max_tokens: int, sampling: SamplingConfig,
                  rng: np.random.Generator, stop_before: Callable[[StepStats], bool] | None = None,
                  position: int = 0) -> Chunk:
-        chunk = Chunk()
-        t = time.perf_counter()
-        chunk.prefill_tokens = self.sync(context)
-        chunk.prefill_s = time.perf_counter() - t
-        t = time.perf_counter()
-        for i in range(max_tokens):
-            logits = self.logits()
-            stats = stats_from_logits(logits, position + i) if (self.collect_stats or stop_before) else None
-            if stop_before is not None and stop_before(stats):
-                chunk.stopped = True
-                break
-            token = sample_token(logits, sampling, rng)
-            if self._llama_cpp.llama_vocab_is_eog(self._vocab, token):
-                chunk.eos = True
-                break
-            chunk.tokens.append(token)
-            chunk.stats.append(stats)
-            self._eval([token])  # keep the cache one step ahead: the next logits are ready
-        chunk.decode_tokens = len(chunk.tokens)
-        chunk.decode_s = time.perf_counter() - t
-        return chunk
+        return generate_from_logits(self, context, max_tokens, sampling, rng, stop_before, position)
+
+    def is_eos(self, token: int) -> bool:
+        return self._llama_cpp.llama_vocab_is_eog(self._vocab, token)
+
+    def advance(self, token: int) -> None:
+        self._eval([token])
 
     # --- cache management -------------------------------------------------
     def sync(self, context: list[int]) -> int:

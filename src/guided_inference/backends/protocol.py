@@ -22,6 +22,7 @@ from its cache, so one backend can serve several problems (if ``concurrent``).
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, runtime_checkable
 
@@ -104,3 +105,37 @@ def sample_token(logits: np.ndarray, sampling: SamplingConfig, rng: np.random.Ge
         q[keep] = p[keep]
         p = q / q.sum()
     return int(rng.choice(p.size, p=p))
+
+
+def generate_from_logits(backend, context: list[int], max_tokens: int, sampling: SamplingConfig,
+                         rng: np.random.Generator, stop_before: Callable[[StepStats], bool] | None,
+                         position: int) -> Chunk:
+    """The per-token loop shared by backends that hold a KV cache and expose logits.
+
+    ``backend`` provides ``sync(context) -> tokens evaluated``, ``logits()`` (next-token
+    logits after the cache's last token), ``advance(token)`` (evaluate one token),
+    ``is_eos(token)`` and ``collect_stats``. Follows the ``generate`` contract above.
+    """
+    from ..stats import stats_from_logits
+
+    chunk = Chunk()
+    t = time.perf_counter()
+    chunk.prefill_tokens = backend.sync(context)
+    chunk.prefill_s = time.perf_counter() - t
+    t = time.perf_counter()
+    for i in range(max_tokens):
+        logits = backend.logits()
+        stats = stats_from_logits(logits, position + i) if (backend.collect_stats or stop_before) else None
+        if stop_before is not None and stop_before(stats):
+            chunk.stopped = True
+            break
+        token = sample_token(logits, sampling, rng)
+        if backend.is_eos(token):
+            chunk.eos = True
+            break
+        chunk.tokens.append(token)
+        chunk.stats.append(stats)
+        backend.advance(token)  # keep the cache one step ahead: the next logits are ready
+    chunk.decode_tokens = len(chunk.tokens)
+    chunk.decode_s = time.perf_counter() - t
+    return chunk
