@@ -45,21 +45,21 @@ def register(sub, *, add_model_flags, add_generation_flags, flag, generation_con
     s.set_defaults(func=cmd_sweep, make_config=generation_config)
 
     r = sub.add_parser("report", help="accuracy table (and --html page) for result files")
-    r.add_argument("files", nargs="+")
+    r.add_argument("files", nargs="+", help="results JSONL files (one run each, unless --merge)")
     flag(r, "html", default=None, help="write one self-contained HTML page here")
     flag(r, "by", default=None, help="breakdowns: comma list of level,subject or none (default: both for one file)")
     flag(r, "merge", action="store_true", help="pool all files into one run (e.g. shards)")
     r.set_defaults(func=cmd_report)
 
     c = sub.add_parser("compare", help="paired comparison of two result files on their shared problems")
-    c.add_argument("a")
-    c.add_argument("b")
+    c.add_argument("a", help="results JSONL file of run A")
+    c.add_argument("b", help="results JSONL file of run B (the difference is B - A)")
     flag(c, "n_boot", type=int, default=10_000, help="bootstrap resamples (default 10000)")
     flag(c, "seed", type=int, default=0, help="bootstrap seed (default 0)")
     c.set_defaults(func=cmd_compare)
 
     g = sub.add_parser("grade", help="re-grade result files in place (atomic)")
-    g.add_argument("files", nargs="+")
+    g.add_argument("files", nargs="+", help="results JSONL files, rewritten in place")
     flag(g, "grade_timeout", type=float, default=10.0, help="seconds per problem; a timeout counts as wrong")
     g.set_defaults(func=cmd_grade)
 
