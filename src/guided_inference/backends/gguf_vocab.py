@@ -41,11 +41,16 @@ class GGUFVocab:
                 "bos_text": get(bos) if bos >= 0 else "", "eos_text": get(self.llm.token_eos())}
 
     def fingerprint(self) -> str:
-        """The embedded llama.cpp backend's ``tokenizer_key`` for this vocabulary (same recipe),
-        so a backend using this vocabulary hands token ids to it unchanged."""
-        h = hashlib.sha256()
-        get = self.llm._model.token_get_text
-        for i in range(self.llm.n_vocab()):
-            h.update(get(i).encode("utf-8", "surrogatepass"))
-            h.update(b"\0")
-        return h.hexdigest()[:16]
+        """The embedded llama.cpp backend's ``tokenizer_key`` for this vocabulary, so a
+        backend using this vocabulary hands token ids to it unchanged."""
+        return vocab_fingerprint(self.llm)
+
+
+def vocab_fingerprint(llm) -> str:
+    """A fingerprint of a ``llama_cpp.Llama``'s vocabulary: equal keys mean ids mean the same text."""
+    h = hashlib.sha256()
+    get = llm._model.token_get_text
+    for i in range(llm.n_vocab()):
+        h.update(get(i).encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
+    return h.hexdigest()[:16]

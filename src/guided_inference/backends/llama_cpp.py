@@ -10,7 +10,6 @@ would cost n_ctx x vocab floats.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Callable
 
@@ -18,7 +17,8 @@ import numpy as np
 
 from ..config import SamplingConfig
 from ..stats import StepStats
-from .protocol import BackendError, Chunk, generate_from_logits
+from .gguf_vocab import vocab_fingerprint
+from .protocol import BackendError, Chunk, common_prefix, env_threads, generate_from_logits
 
 
 class LlamaCppBackend:
@@ -38,7 +38,7 @@ class LlamaCppBackend:
         self.collect_stats = collect_stats
         # GUIDED_THREADS: llama.cpp's threads spin while waiting, so on a shared machine
         # (or several runs at once) fewer threads than cores is much faster.
-        threads = n_threads or int(os.environ.get("GUIDED_THREADS") or 0) or os.cpu_count() or 1
+        threads = n_threads or env_threads() or os.cpu_count() or 1
         self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads,
                                    n_threads_batch=threads, logits_all=False, verbose=False)
         self._vocab = self.llm._model.vocab
@@ -48,17 +48,8 @@ class LlamaCppBackend:
         bos = self.llm.token_bos()
         self.bos_text = self.llm._model.token_get_text(bos) if bos >= 0 else ""
         self.eos_text = self.llm._model.token_get_text(self.llm.token_eos())
-        self.tokenizer_key = self._tokenizer_key()
+        self.tokenizer_key = vocab_fingerprint(self.llm)
         self._logits_at = -1  # cache length at which the context's last logits were computed
-
-    def _tokenizer_key(self) -> str:
-        """A fingerprint of the vocabulary: equal keys mean ids mean the same text."""
-        h = hashlib.sha256()
-        get = self.llm._model.token_get_text
-        for i in range(self.n_vocab):
-            h.update(get(i).encode("utf-8", "surrogatepass"))
-            h.update(b"\0")
-        return h.hexdigest()[:16]
 
     # --- Backend protocol -------------------------------------------------
     def tokenize(self, text: str, *, add_bos: bool = False, special: bool = True) -> list[int]:
@@ -85,16 +76,7 @@ class LlamaCppBackend:
             raise BackendError(f"backend {self.name!r}: empty context")
         if len(context) > self.llm.n_ctx():
             raise BackendError(f"backend {self.name!r}: context of {len(context)} tokens exceeds n_ctx {self.llm.n_ctx()}")
-        held = self.llm.n_tokens
-        ids = self.llm.input_ids
-        common = 0
-        limit = min(held, len(context))
-        # Usually everything held is a prefix of the context: check that first.
-        if limit and ids[limit - 1] == context[limit - 1] and np.array_equal(ids[:limit], context[:limit]):
-            common = limit
-        else:
-            while common < limit and ids[common] == context[common]:
-                common += 1
+        common = common_prefix(self.llm.input_ids[: self.llm.n_tokens], context)
         if common == len(context) and self._logits_at == common:
             return 0
         # The logits of the last context position are needed: re-evaluate at least one token.

@@ -22,14 +22,15 @@ from its cache, so one backend can serve several problems (if ``concurrent``).
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..config import GuidedError, SamplingConfig
-from ..stats import StepStats
+from ..config import ConfigError, GuidedError, SamplingConfig
+from ..stats import StepStats, stats_from_logits
 
 
 class BackendError(GuidedError):
@@ -107,6 +108,28 @@ def sample_token(logits: np.ndarray, sampling: SamplingConfig, rng: np.random.Ge
     return int(rng.choice(p.size, p=p))
 
 
+def common_prefix(held, context: list[int]) -> int:
+    """Length of the longest common prefix of the tokens a cache holds and a context."""
+    limit = min(len(held), len(context))
+    # Usually everything held is a prefix of the context (the engine only appends): check that first.
+    if limit and held[limit - 1] == context[limit - 1] and np.array_equal(held[:limit], context[:limit]):
+        return limit
+    common = 0
+    while common < limit and held[common] == context[common]:
+        common += 1
+    return common
+
+
+def env_threads() -> int:
+    """``GUIDED_THREADS`` from the environment (0 when unset): the CPU threads a backend uses."""
+    value = os.environ.get("GUIDED_THREADS", "").strip()
+    if not value:
+        return 0
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"GUIDED_THREADS must be a whole number >= 1, got {value!r}")
+    return int(value)
+
+
 def generate_from_logits(backend, context: list[int], max_tokens: int, sampling: SamplingConfig,
                          rng: np.random.Generator, stop_before: Callable[[StepStats], bool] | None,
                          position: int) -> Chunk:
@@ -116,8 +139,6 @@ def generate_from_logits(backend, context: list[int], max_tokens: int, sampling:
     logits after the cache's last token), ``advance(token)`` (evaluate one token),
     ``is_eos(token)`` and ``collect_stats``. Follows the ``generate`` contract above.
     """
-    from ..stats import stats_from_logits
-
     chunk = Chunk()
     t = time.perf_counter()
     chunk.prefill_tokens = backend.sync(context)

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..config import SamplingConfig
 from ..stats import StepStats
-from .protocol import BackendError, Chunk, generate_from_logits
+from .protocol import BackendError, Chunk, common_prefix, env_threads, generate_from_logits
 
 
 def _require():
@@ -55,7 +55,7 @@ class TransformersBackend:
         self.name = name or source
         self.device = device
         self.collect_stats = collect_stats
-        threads = n_threads or int(os.environ.get("GUIDED_THREADS") or 0)
+        threads = n_threads or env_threads()
         if threads:
             torch.set_num_threads(threads)
         directory, gguf = resolve_source(source)
@@ -116,10 +116,7 @@ class TransformersBackend:
         """Make the cache hold exactly ``context``; return how many tokens were evaluated."""
         if not context:
             raise BackendError(f"backend {self.name!r}: empty context")
-        common = 0
-        limit = min(len(self.ids), len(context))
-        while common < limit and self.ids[common] == context[common]:
-            common += 1
+        common = common_prefix(self.ids, context)
         if common == len(context) == len(self.ids) and self._logits is not None:
             return 0
         common = min(common, len(context) - 1)  # the last position's logits are needed
