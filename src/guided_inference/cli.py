@@ -17,8 +17,11 @@ import json
 import math
 import sys
 
+from termcolor import colored
+
 from . import __version__
 from .config import GenerationConfig, GuidedError
+from .trace import Trace
 
 HELP = {
     "c": "max consults of the oracle (budget)",
@@ -83,8 +86,25 @@ def generation_config(args) -> GenerationConfig:
     return GenerationConfig(**given)
 
 
+COLORS = {"oracle": "blue", "base": "red"}  # the original tool's colours
+
+
+def render_trace(trace: Trace, *, color: bool = True) -> str:
+    """The text coloured by source, then one summary line."""
+    body = "".join(colored(s.output, COLORS[s.model_type]) if color else s.output for s in trace.interleaved_outputs)
+    return body + "\n" + summary_line(trace)
+
+
+def summary_line(trace: Trace) -> str:
+    t = trace.timings
+    return (f"[{trace.total_tokens_generated} tokens: base {trace.base_tokens}, oracle {trace.oracle_tokens} "
+            f"({100 * trace.oracle_share:.0f}%) | consults at {trace.cheat_positions} | "
+            f"{trace.tokens_per_s:.1f} tok/s, {t.generation_s:.2f} s | handoff {trace.handoff} | "
+            f"finish {trace.finish_reason}]")
+
+
 def cmd_generate(args) -> int:
-    from .runner import load_pair, render_trace, run_prompt
+    from .pair import load_pair, run_prompt
 
     if not args.prompt:
         raise GuidedError("--prompt is required and must be non-empty, got ''" if args.prompt == "" else "--prompt is required")

@@ -115,9 +115,15 @@ def _settings(args, output: Path):
 
 
 def _load_pair(args, config):
-    from ..runner import load_pair
+    from ..pair import load_pair
 
     return load_pair(args.base_model, args.oracle_model, n_ctx=args.n_ctx, collect_stats=config.collect_stats)
+
+
+def _show(trace) -> str:
+    from ..cli import render_trace  # terminal colouring lives in the CLI
+
+    return render_trace(trace)
 
 
 def cmd_eval(args) -> int:
@@ -132,7 +138,7 @@ def cmd_eval(args) -> int:
         task.name, args.base_model, args.oracle_model, config.policy, config.c, config.k, selection.shard)
     settings = _settings(args, output)
     pair = _load_pair(args, config)
-    outcome = run_eval(task, problems, pair, config, settings)
+    outcome = run_eval(task, problems, pair, config, settings, show=_show)
     s = summarize(latest(outcome.rows), output.stem)
     print(format_table([s]))
     print(f"{output}: {outcome.ran} run, {outcome.skipped} resumed, {outcome.retried} retried; "
@@ -159,7 +165,7 @@ def cmd_sweep(args) -> int:
         path = out_dir / run_name(task.name, args.base_model, args.oracle_model, point.policy, config.c, config.k,
                                   selection.shard)
         print(f"== {point.kind}: policy {point.policy}, c {config.c}, k {config.k} -> {path}", file=sys.stderr)
-        outcome = run_eval(task, problems, pair, config, _settings(args, path))
+        outcome = run_eval(task, problems, pair, config, _settings(args, path), show=_show)
         results.append((point, summarize(latest(outcome.rows), path.stem)))
     print(sweep_table(results))
     plot = Path(args.plot) if args.plot else out_dir / "sweep.png"

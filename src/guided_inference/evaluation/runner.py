@@ -26,7 +26,7 @@ from pathlib import Path
 from ..config import ConfigError, GenerationConfig
 from ..engine import guided_generate
 from ..prompts import chat_prompt
-from ..runner import Pair, render_trace
+from ..pair import Pair
 from ..tasks import Problem, Task
 from .results import ResultsFile, check_same_run
 
@@ -97,8 +97,10 @@ def worker_count(pair: Pair, requested: int) -> int:
 
 
 def run_eval(task: Task, problems: list[Problem], pair: Pair, config: GenerationConfig,
-             settings: EvalSettings, *, log=None) -> EvalOutcome:
+             settings: EvalSettings, *, log=None, show=None) -> EvalOutcome:
+    """``show(trace) -> str`` renders a trace for ``settings.verbose`` (the CLI passes its colouring)."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
+    show = show or (lambda trace: trace.result)
     head = run_header(task, pair, config)
     with ResultsFile.open(settings.output_file) as rf:
         if rf.dropped_bytes:
@@ -129,7 +131,7 @@ def run_eval(task: Task, problems: list[Problem], pair: Pair, config: Generation
                 bar.update(row)
                 if settings.verbose and trace is not None:
                     bar.write(f"[{problem.unique_id}] {'correct' if grade.correct else 'wrong'}: "
-                              f"answer {grade.parsed_answer!r}, gold {problem.answer!r}\n{render_trace(trace)}")
+                              f"answer {grade.parsed_answer!r}, gold {problem.answer!r}\n{show(trace)}")
                 elif error:
                     bar.write(f"[{problem.unique_id}] error: {error}")
         finally:

@@ -1,4 +1,4 @@
-"""Library entry points above the engine: load a base/oracle pair, run a prompt, show a trace.
+"""The model pair: load a base and an oracle backend, run one prompt through the guided loop.
 
     pair = load_pair("0.5B", "1.5B")
     trace = run_prompt(pair, "What is 2+2?", GenerationConfig(c=5, k=10))
@@ -8,16 +8,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from termcolor import colored
-
 from . import __version__
 from .backends import Backend, load_backend
 from .config import GenerationConfig
 from .engine import guided_generate
 from .prompts import chat_prompt
 from .trace import Trace
-
-COLORS = {"oracle": "blue", "base": "red"}  # the original tool's colours
 
 
 @dataclass
@@ -53,18 +49,3 @@ def run_prompt(pair: Pair, user: str, config: GenerationConfig, *, raw: bool = F
     trace = guided_generate(prompt, pair.base, pair.oracle, config)
     trace.timings.load_s = pair.load_s
     return trace
-
-
-def render_trace(trace: Trace, *, color: bool = True) -> str:
-    """The text coloured by source, then one summary line."""
-    body = "".join(colored(s.output, COLORS[s.model_type]) if color else s.output for s in trace.interleaved_outputs)
-    return body + "\n" + summary_line(trace)
-
-
-def summary_line(trace: Trace) -> str:
-    t = trace.timings
-    return (f"[{trace.total_tokens_generated} tokens: base {trace.base_tokens}, oracle {trace.oracle_tokens} "
-            f"({100 * trace.oracle_share:.0f}%) | consults at {trace.cheat_positions} | "
-            f"{trace.tokens_per_s:.1f} tok/s, {t.generation_s:.2f} s | handoff {trace.handoff} | "
-            f"finish {trace.finish_reason}]")
-
