@@ -45,6 +45,8 @@ def outputs(segments):
     # adjacent base pieces merge (characters split between them are then simply joined)
     ([(BASE, b"x" + EURO[:1], 2), (BASE, EURO[1:], 1), (ORACLE, b"y", 1)],
      [(BASE, "x€", 0, 3), (ORACLE, "y", 3, 1)]),
+    # nothing generated (an error line, or EOS first)
+    ([], []),
     # two consults in a row stay two segments
     ([(ORACLE, b"one ", 2), (ORACLE, b"two", 1)],
      [(ORACLE, "one ", 0, 2), (ORACLE, "two", 2, 1)]),

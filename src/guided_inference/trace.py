@@ -108,8 +108,7 @@ def split_segments(pieces: list[tuple[str, bytes, int]]) -> list[Segment]:
             b += 1
         bounds.append(b)
         at += len(piece)
-    bounds[0] = 0
-    bounds.append(len(data))
+    bounds = [0, *bounds[1:], len(data)]
     segments, start = [], 0
     for (source, _, n), lo, hi in zip(merged, bounds, bounds[1:]):
         segments.append(Segment(source, data[lo:hi].decode("utf-8", errors="replace"), start, n))
