@@ -13,7 +13,9 @@ equal the embedded backend's: the two hand off token ids unchanged.
 
 KV cache as the protocol requires: the cache holds ``self.ids``; ``sync`` keeps the
 longest common prefix (``DynamicCache.crop``), evaluates the rest in one forward
-pass and keeps the last position's logits, so the next token needs no pass.
+pass and keeps the last position's logits, so the next token needs no pass. A
+model with sliding-window layers (Gemma-3) cannot be cropped once a layer has seen
+a whole window: such a rollback re-evaluates the context from the start.
 Needs the ``[analysis]`` extra (torch, transformers, accelerate, gguf, safetensors);
 none of it is imported unless this backend is built.
 """
@@ -120,13 +122,30 @@ class TransformersBackend:
         if common == len(context) == len(self.ids) and self._logits is not None:
             return 0
         common = min(common, len(context) - 1)  # the last position's logits are needed
+        if common < len(self.ids) and not self._crop(common):
+            common = 0
         if common == 0:
             self._cache, self.ids = None, []
-        elif common < len(self.ids):
-            self._cache.crop(common - len(self.ids))  # negative: drop that many (transformers 4 and 5)
-            self.ids = self.ids[:common]
         self._forward(context[common:])
         return len(context) - common
+
+    def _crop(self, keep: int) -> bool:
+        """Roll the cache back to its first ``keep`` tokens; False if it cannot, and must be rebuilt.
+
+        A sliding-window layer (Gemma-3: 512 tokens) holds only its last window of states.
+        Once it has seen a whole window, the states a rollback would need again are gone,
+        and transformers refuses: ``RuntimeError`` in 5.x (its "past recording" only undoes
+        the last forward pass), ``ValueError`` in 4.5x, and older ``HybridCache`` has no
+        ``crop``. Re-evaluating the context from the start is then the only exact way.
+        """
+        if keep == 0:
+            return False
+        try:
+            self._cache.crop(keep - len(self.ids))  # negative: drop that many (transformers 4 and 5)
+        except (RuntimeError, ValueError, AttributeError):
+            return False  # the cache may be half cropped: the caller drops it whole
+        self.ids = self.ids[:keep]
+        return True
 
     def _forward(self, tokens: list[int]) -> None:
         torch = self.torch
