@@ -28,8 +28,9 @@ def decisions(policy_name: str, p: float, position: int, *, n: int = N, seed: in
     policy = make_policy(GenerationConfig(policy=policy_name, p=p, max_new_tokens=MAX_NEW))
     rng = np.random.default_rng(seed)
     at = point(position)
-    out = np.array([policy.decide(at, rng) for _ in range(n)])
-    assert out.dtype == bool  # a real bool, not a numpy scalar or a probability
+    raw = [policy.decide(at, rng) for _ in range(n)]
+    assert all(type(d) is bool for d in raw)  # decisions (Python bools), not probabilities or numpy scalars
+    out = np.array(raw)
     return out
 
 
