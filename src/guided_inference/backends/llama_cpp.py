@@ -15,7 +15,7 @@ import numpy as np
 
 from ..config import SamplingConfig
 from .gguf_vocab import vocab_fingerprint
-from .cached import generate_from_logits, score_from_logits
+from .cached import generate_from_logits, score_from_logits, sync
 from .protocol import BackendError, Chunk, Scores, StopBefore, env_threads
 
 
@@ -72,6 +72,10 @@ class LlamaCppBackend:
 
     def is_eos(self, token: int) -> bool:
         return self._llama_cpp.llama_vocab_is_eog(self._vocab, token)
+
+    def sync(self, context: list[int]) -> int:
+        """Make the cache hold ``context`` (cached.sync); the tokens it evaluated."""
+        return sync(self, context)
 
     # --- CachedModel (cached.py) ---------------------------------------------
     def held(self):

@@ -226,18 +226,26 @@ def _read(files: list[str]) -> list[tuple[str, list[dict]]]:
 def cmd_report(args) -> int:
     from .report import format_breakdown, format_costs, format_table, latest, summarize
 
+    keys = None  # default: both breakdowns for one file, none for several
+    if args.by is not None:  # checked before any file is read or anything printed
+        keys = [] if args.by == "none" else list(parse_str_list("by", args.by))
+        for key in keys:
+            if key not in ("level", "subject"):
+                raise ConfigError(f"by must be a comma list of level, subject, or none; got {key!r}")
     runs = _read(args.files)
     if args.merge:
         runs = [("+".join(label for label, _ in runs), [r for _, rows in runs for r in rows])]
     runs = [(label, latest(rows)) for label, rows in runs]
-    print(format_table([summarize(rows, label) for label, rows in runs]))
+    summaries = [summarize(rows, label) for label, rows in runs]
+    print(format_table(summaries))
+    for s in summaries:  # a timeout is graded wrong: say how many of the wrong answers it accounts for
+        if s.grade_timeouts:
+            print(f"{s.label}: {s.grade_timeouts} grading timeout(s), counted as wrong")
     print("\nconsult cost (oracle wrote = tokens in the result; oracle read = its prefill, catch-up and verify):")
     print(format_costs(runs))
-    by = args.by if args.by is not None else ("level,subject" if len(runs) == 1 else "none")
-    keys = [] if by == "none" else list(parse_str_list("by", by))
+    if keys is None:
+        keys = ["level", "subject"] if len(runs) == 1 else []
     for key in keys:
-        if key not in ("level", "subject"):
-            raise ConfigError(f"by must be a comma list of level, subject, or none; got {key!r}")
         for label, rows in runs:
             if any(r.get(key) is not None for r in rows):
                 print(f"\n{label} by {key}:\n{format_breakdown(rows, key)}")
