@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import ConfigError, GenerationConfig
+from ..config import ConfigError, GenerationConfig, check_int
 from ..engine import SEED_DERIVATION, guided_generate
 from ..prompts import chat_prompt
 from ..pair import Pair
@@ -40,8 +40,7 @@ class EvalSettings:
     progress: bool = True  # tqdm bar on stderr
 
     def __post_init__(self) -> None:
-        if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int) or self.concurrency < 1:
-            raise ConfigError(f"concurrency must be an integer >= 1, got {self.concurrency!r}")
+        check_int("concurrency", self.concurrency, 1)
         if not (isinstance(self.grade_timeout_s, (int, float)) and self.grade_timeout_s > 0):
             raise ConfigError(f"grade_timeout must be a number of seconds > 0, got {self.grade_timeout_s!r}")
 
