@@ -52,10 +52,36 @@ PAIRS = (
     ("oracle only − base only", "base", "oracle"),
 )
 LEVEL_COLUMNS = (("base", "base only"), ("random", "guided c=20 k=10"), ("oracle", "oracle only"))
+# The random c=20 k=10 run again, with per-problem consult schedules (issue 8 §1); it may be partial.
+RESEEDED = Run("reseeded", "math500_0.5B_1.5B_random_c20_k10_perproblem.jsonl", "",
+               "random p=0.5, per-problem schedules")
 
 
 def load(root: Path = ROOT) -> dict[str, list[dict]]:
-    return {r.key: latest(read_rows(root / RESULTS / r.file)) for r in RUNS}
+    runs = {r.key: latest(read_rows(root / RESULTS / r.file)) for r in RUNS}
+    path = root / RESULTS / RESEEDED.file
+    runs[RESEEDED.key] = latest(read_rows(path)) if path.exists() else []
+    return runs
+
+
+def reseeded(runs: dict[str, list[dict]]) -> str:
+    """The fixed-schedule and per-problem random runs side by side, on the problems both
+    graded, with paired differences (per-problem minus fixed, and minus base only)."""
+    new = [r for r in runs["reseeded"] if r.get("error") is None]
+    ids = {r["unique_id"] for r in new}
+    rows = []
+    for key, label in (("base", "base only"), ("random", "random, one schedule for all problems"),
+                       ("reseeded", RESEEDED.label), ("oracle", "oracle only")):
+        s = summarize([r for r in runs[key] if r["unique_id"] in ids], key)
+        rows.append((label, str(s.n), pct(s.accuracy), ci(s), share(s.oracle_share)))
+    out = table(("run (same problems)", "n", "accuracy", "95% CI (Wilson)", "oracle-token share"), rows)
+    pairs = []
+    for label, a in (("per-problem − one schedule", "random"), ("per-problem − base only", "base")):
+        c = compare(runs[a], new, n_boot=10_000, seed=0)
+        pairs.append((label, str(c.shared), f"{100 * c.diff:+.1f} points",
+                      f"[{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}]", f"{c.a_wins} / {c.b_wins}"))
+    return out + "\n" + table(("comparison", "shared", "difference", "95% CI (paired bootstrap)",
+                                "right only in A / only in B"), pairs)
 
 
 def share(x: float) -> str:
@@ -130,6 +156,7 @@ TABLES = {
     "guided-usage": guided_usage,
     "paired": paired,
     "by-level": by_level,
+    "reseeded": reseeded,
 }
 
 
