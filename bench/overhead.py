@@ -138,7 +138,10 @@ def main() -> None:
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(18)
         return
-    rows = [run_policy(pair, prompt, name, args) for name in args.policies.split(",")]
+    rows = []
+    for name in args.policies.split(","):  # each row as it finishes: a cut-short run keeps what it measured
+        rows.append(run_policy(pair, prompt, name, args))
+        print(json.dumps(rows[-1]), flush=True)
     report = {"machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {__import__('os').cpu_count()} cores",
               "threads": pair.base.llm.n_threads if hasattr(pair.base.llm, "n_threads") else None,
               "repeats": args.repeats, "max_new_tokens": args.max_new_tokens, "runs": rows}
