@@ -6,10 +6,19 @@ llama-cpp-python's server, and hosted APIs (Hyperbolic).
 
 The KV cache lives on the server: every request sends the whole context and the
 server re-uses the longest prefix it still holds (vLLM prefix caching,
-llama.cpp ``cache_prompt``). One request asks for up to ``max_tokens`` tokens
-with their top-N log-probabilities; a per-token policy (``stop_before``) is
-then asked token by token over the reply, and the reply is cut at the first
-token where it fires, so there is never one request per token.
+llama.cpp ``cache_prompt``). One request asks for up to ``max_tokens`` tokens;
+only when a per-token policy reads statistics (``stop_before`` given) does it
+also ask for their top-N log-probabilities (N = ``top_logprobs``; the
+statistics' ``n_support`` is the number actually used, never more than N). The
+policy is then asked token by token over the reply, and the reply is cut at the
+first token where it fires, so there is never one request per token.
+
+EOS never reaches ``Chunk.tokens``: the ids that end a generation are the
+alias's ``eos_token_ids``, those the server names (llama-server ``/props``,
+vLLM ``/tokenizer_info`` where enabled), and those a reply shows: we send no
+stop strings, so a vLLM reply that finished "stop" ended at an EOS, the last of
+its ``token_ids`` (``stop_reason`` is None for the tokenizer's EOS and the id
+itself for a generation-config EOS such as Llama 3's 128008).
 
 Server kinds (``server=``; ``"auto"`` asks ``/v1/models`` who owns the model):
 
@@ -42,7 +51,7 @@ import numpy as np
 from ..config import ConfigError, SamplingConfig
 from ..stats import StepStats, stats_from_top_logprobs
 from .gguf_vocab import GGUFVocab
-from .http_transport import HTTPSettings, PrefixMemo, Replicas, one_line
+from .http_transport import HTTPSettings, PrefixMemo, Replicas
 from .protocol import BackendError, Chunk
 
 __all__ = ["HTTPSettings", "OpenAIHTTPBackend", "KINDS"]
@@ -112,6 +121,8 @@ class OpenAIHTTPBackend:
         self.bos_text = bos_text if bos_text is not None else props.get("bos_text", "")
         self.eos_text = eos_text if eos_text is not None else props.get("eos_text", "")
         self.tokenizer_key = tokenizer_family or f"{self.server}:{self.model_id}"
+        if self.token_ids:
+            self.eos_token_ids |= self._server_eos_ids(props)
 
     def __repr__(self) -> str:
         return f"OpenAIHTTPBackend({self.name!r}, server={self.server!r}, model_id={self.model_id!r}, urls={self.replicas.urls})"
@@ -134,7 +145,23 @@ class OpenAIHTTPBackend:
             reply, _ = self.replicas.request("GET", "/props")
             return {"chat_template": reply.get("chat_template") or None, "bos_text": reply.get("bos_token", ""),
                     "eos_text": reply.get("eos_token", "")}
+        if self.server == "vllm":
+            try:  # only where vLLM runs with --enable-tokenizer-info-endpoint
+                reply, _ = self.replicas.request("GET", "/tokenizer_info")
+            except BackendError:
+                return {}
+            eos = reply.get("eos_token")
+            return {"eos_text": (eos.get("content", "") if isinstance(eos, dict) else eos) or ""}
         return {}
+
+    def _server_eos_ids(self, props: dict) -> frozenset[int]:
+        """Ids of the EOS text the server (or the local tokenizer) names: one token, or nothing."""
+        text = props.get("eos_text") or ""
+        if not text:
+            return frozenset()
+        ids = self._local.tokenize(text, special=True) if self._local is not None else \
+            self._tokenize(text, add_bos=False, special=True)
+        return frozenset(ids) if len(ids) == 1 else frozenset()
 
     # --- Backend protocol: tokenizer
     def tokenize(self, text: str, *, add_bos: bool = False, special: bool = True) -> list[int]:
@@ -207,7 +234,9 @@ class OpenAIHTTPBackend:
         if stop_before is not None and not self.has_stats:
             raise BackendError(f"backend {self.name!r}: a per-token policy needs per-token statistics, "
                                f"which this backend does not provide (top_logprobs = 0)")
-        want_probs = self.has_stats and (self.collect_stats or stop_before is not None)
+        # Top-N log-probabilities are asked for only when a per-token policy reads them:
+        # nothing else uses a chunk's statistics, and they cost the server time and bytes.
+        want_probs = self.has_stats and stop_before is not None
         seed = None if sampling.greedy else int(rng.integers(2**31 - 1))
         t = time.perf_counter()
         reply, replica = self._complete(context, max_tokens, sampling, seed, want_probs)
@@ -237,6 +266,10 @@ class OpenAIHTTPBackend:
                     break
         eos = reply.eos and not stopped
         kept = [i for i in range(cut) if not steps[i].is_eos][:max_tokens]
+        for j, i in enumerate(kept):  # an EOS the reply did not flag still ends the chunk, unreturned
+            if steps[i].token is not None and steps[i].token in self.eos_token_ids:
+                kept, eos, stopped = kept[:j], True, False
+                break
         chunk = Chunk(eos=eos, stopped=stopped)
         if not self.token_ids:
             chunk.text = reply.text if cut == len(steps) else "".join(steps[i].piece for i in kept)
@@ -272,16 +305,17 @@ class OpenAIHTTPBackend:
             if self.server == "llama-cpp-python":  # its sampler defaults are not neutral
                 body.update(top_k=0, min_p=0.0, repeat_penalty=1.0)
         reply, replica = self.replicas.request("POST", "/v1/completions", body, key=context)
-        return self._parse_openai(reply), replica
+        return self._parse_openai(reply, n), replica
 
-    def _parse_openai(self, reply: dict) -> Reply:
+    def _parse_openai(self, reply: dict, n_top: int) -> Reply:
         try:
             choice = reply["choices"][0]
         except (KeyError, IndexError, TypeError):
-            raise BackendError(f"backend {self.name!r}: reply has no choices: {one_line(reply)}") from None
+            raise BackendError(f"backend {self.name!r}: reply has no choices: {self.replicas.line(reply)}") from None
         lp = choice.get("logprobs") or {}
         pieces = lp.get("tokens") or []
-        tops = lp.get("top_logprobs") or [None] * len(pieces)
+        # vLLM (and OpenAI) add the sampled token to its top-N when it is not among them: N + 1 entries.
+        tops = [_top_n(t, n_top) for t in lp.get("top_logprobs") or []] if n_top else []
         ids = choice.get("token_ids")
         if ids is None and pieces and all(isinstance(p, str) and p.startswith("token_id:") for p in pieces):
             ids = [int(p.split(":", 1)[1]) for p in pieces]
@@ -290,18 +324,22 @@ class OpenAIHTTPBackend:
                                f"(a vLLM that knows return_tokens_as_token_ids is needed)")
         usage = reply.get("usage") or {}
         out = Reply(text=choice.get("text") or "", n_tokens=usage.get("completion_tokens"))
-        # vLLM reports an EOS as finish "stop" with no stop_reason; we never send stop strings.
-        out.eos = choice.get("finish_reason") == "stop" and choice.get("stop_reason") is None
+        # We send no stop strings or stop ids, so "stop" is an EOS: the tokenizer's (stop_reason None)
+        # or one vLLM took from the model's generation config (stop_reason: that token id).
+        stop_reason = choice.get("stop_reason")
+        out.eos = choice.get("finish_reason") == "stop" and (stop_reason is None or isinstance(stop_reason, int))
         cached = ((usage.get("prompt_tokens_details") or {}).get("cached_tokens")) or 0
         out.prefill_tokens = max(0, int(usage.get("prompt_tokens") or 0) - int(cached))
         n = len(ids) if ids is not None else len(pieces)
         for i in range(n):
-            top = tops[i] if i < len(tops) else None
             piece = pieces[i] if i < len(pieces) and not (ids is not None and self.server == "vllm") else ""
-            out.steps.append(Step(ids[i] if ids is not None else None, piece,
-                                  list(top.values()) if isinstance(top, dict) and top else None))
-        if out.eos and out.steps and out.steps[-1].token is not None and out.steps[-1].token in self.eos_token_ids:
-            out.steps[-1].is_eos = True
+            out.steps.append(Step(ids[i] if ids is not None else None, piece, tops[i] if i < len(tops) else None))
+        last = out.steps[-1] if out.steps else None
+        if out.eos and last is not None and last.token is not None:
+            # vLLM returns the token it stopped at as the last of token_ids (its text is not in "text").
+            if self.server == "vllm" or last.token in self.eos_token_ids or last.token == stop_reason:
+                last.is_eos = True
+                self.eos_token_ids |= {last.token}  # learnt: the same id ends later replies, whatever they say
         return out
 
     def _complete_llama_server(self, context, max_tokens, sampling, seed, n) -> tuple[Reply, int]:
@@ -327,7 +365,7 @@ class OpenAIHTTPBackend:
             top = None
             # A token that ends inside a UTF-8 character has no entry: its text is sent with the next.
             if j < len(probs) and probs[j].get("id") == tok:
-                top = [c["logprob"] for c in probs[j].get("top_logprobs", [])] or None
+                top = _top_n([c["logprob"] for c in probs[j].get("top_logprobs", [])], n)
                 j += 1
             out.steps.append(Step(tok, "", top))
         if out.eos and out.steps:
@@ -336,3 +374,11 @@ class OpenAIHTTPBackend:
 
     def close(self) -> None:
         self.replicas.close()
+
+
+def _top_n(top: dict | list | None, n: int) -> list[float] | None:
+    """The ``n`` largest log-probabilities of one step's top list (None: not reported)."""
+    if not top or n <= 0:
+        return None
+    values = sorted((float(v) for v in (top.values() if isinstance(top, dict) else top)), reverse=True)
+    return values[:n]
