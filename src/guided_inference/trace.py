@@ -57,6 +57,11 @@ class Trace:
     timings: Timings
     token_ids: list[int] | None = None  # generated ids (token handoff only)
     consult_stats: list[dict | None] = field(default_factory=list)  # base stats where each consult began
+    seed_key: str | None = None  # per-problem key of the random streams (engine.seed_sequence)
+    rejected_tokens: int = 0  # verify: base tokens the oracle rejected (discarded, never in result)
+    verify: list[dict] | None = None  # verify: per consult {position, rejected, base_token, oracle_token, oracle_p_base}
+    token_stats: dict | None = None  # --save_stats: per generated position, the base's statistics (None: oracle)
+    n_support: int | None = None  # probabilities the statistics were computed over (vocabulary, or top-N over HTTP)
 
     @property
     def oracle_share(self) -> float:

@@ -26,6 +26,10 @@ EVAL_MAX_NEW_TOKENS = 1024  # long enough that MATH answers are rarely cut off (
 
 
 def register(sub, *, add_model_flags, add_generation_flags, flag, generation_config) -> None:
+    from .calibrate import register_calibrate
+
+    register_calibrate(sub, add_model_flags=add_model_flags, add_generation_flags=add_generation_flags, flag=flag,
+                       generation_config=generation_config)
     e = sub.add_parser("eval", help="evaluate a base/oracle pair on a dataset (resumable JSONL)")
     add_model_flags(e)
     add_generation_flags(e)
@@ -117,7 +121,12 @@ def _settings(args, output: Path):
 def _load_pair(args, config):
     from ..pair import load_pair
 
-    return load_pair(args.base_model, args.oracle_model, n_ctx=args.n_ctx, collect_stats=config.collect_stats)
+    pair = load_pair(args.base_model, args.oracle_model, n_ctx=args.n_ctx)
+    if getattr(args, "calibration", None):
+        from ..calibration import check_calibration_models
+
+        check_calibration_models(args.calibration, pair.base, pair.oracle)
+    return pair
 
 
 def _show(trace) -> str:

@@ -29,7 +29,7 @@ from ..config import GuidedError
 
 # What must agree between a file's lines and the run appending to it.
 KEY_FIELDS = ("dataset", "prompt_template", "base_model_id", "oracle_model_id", "base_sha256", "oracle_sha256",
-              "config")
+              "config", "seed_derivation")
 
 
 class ResultsError(GuidedError):
