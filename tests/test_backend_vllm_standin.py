@@ -40,7 +40,19 @@ def test_raw_url_is_detected_as_vllm_and_tokenizes_on_the_server():
 
 def test_eos_named_by_tokenizer_info_is_known_before_any_reply():
     with VLLMStandIn(SCRIPT, tokenizer_info=True) as srv:
-        assert load_backend(srv.url).eos_token_ids == {1}
+        h = load_backend(srv.url)
+        assert h.n_ctx == 4096 and h.eos_token_ids == {1}  # max_model_len; /tokenizer_info's eos_token
+
+
+def test_a_vllm_alias_asks_its_server_nothing_until_used():
+    """The kind given (as in the built-in aliases): no request at load, so an alias loads
+    while its server is down; the first use asks for the context size and the EOS."""
+    with VLLMStandIn(SCRIPT) as srv:
+        h = OpenAIHTTPBackend([srv.url], name="toy", model_id="standin/toy-llama", server="vllm")
+        assert srv.requests == [] and h.token_ids and h.can_score
+        assert h.n_ctx == 4096 and [p for p, _ in srv.requests] == ["/v1/models", "/tokenizer_info"]
+        assert h.adds_bos and srv.bodies("/tokenize")[-1] == {"model": "standin/toy-llama", "prompt": "",
+                                                               "add_special_tokens": True}
 
 
 @pytest.mark.parametrize("token_ids_field", [True, False], ids=["return_token_ids", "token_id-strings"])
@@ -85,7 +97,7 @@ def test_top_n_only_for_a_per_token_policy_and_n_support_is_the_n_used():
         assert srv.bodies("/v1/completions")[-1]["logprobs"] == 0  # ids only, no top-N
         assert plain.stats == [None] * 8 and plain.tokens == encode(SCRIPT)[:8]
 
-        sampled = h.generate(ctx, 8, SamplingConfig(temperature=1.0), rng, stop_before=lambda s: False, position=10)
+        sampled = h.generate(ctx, 8, SamplingConfig(temperature=1.0), rng, stop_before=lambda s, written: False, position=10)
         body = srv.bodies("/v1/completions")[-1]
         assert body["logprobs"] == n and isinstance(body["seed"], int)
         # at position 3 the stand-in drew the token ranked n+1: vLLM then sends n+1 entries
@@ -96,9 +108,14 @@ def test_top_n_only_for_a_per_token_policy_and_n_support_is_the_n_used():
             assert s.top_prob == pytest.approx(expected.top_prob) and s.entropy == pytest.approx(expected.entropy)
 
         asked = []
-        cut = h.generate(ctx, 8, GREEDY, rng, stop_before=lambda s: asked.append(s.position) or s.position == 13,
-                         position=10)
-        assert cut.stopped and not cut.eos and cut.tokens == plain.tokens[:3] and asked == [10, 11, 12, 13]
+
+        def stop_at_13(stats, written):  # the protocol's hook: statistics, and the tokens written so far
+            asked.append((stats.position, list(written)))
+            return stats.position == 13
+
+        cut = h.generate(ctx, 8, GREEDY, rng, stop_before=stop_at_13, position=10)
+        assert cut.stopped and not cut.eos and cut.tokens == plain.tokens[:3]
+        assert asked == [(10 + i, plain.tokens[:i]) for i in range(4)]
 
 
 def test_vllm_error_reply_names_the_server_and_message():
@@ -110,3 +127,63 @@ def test_vllm_error_reply_names_the_server_and_message():
         assert f"127.0.0.1:{srv.url.rsplit(':', 1)[1]}" in msg and "HTTP 404" in msg
         assert "The model `not/served` does not exist." in msg and "\n" not in msg
         assert len(srv.bodies("/tokenize")) == 1  # a 404 from the only replica is not retried
+
+
+# --- teacher-forced scores (issue 9): vLLM's prompt_logprobs -----------------------------------
+
+
+def test_score_reads_prompt_logprobs():
+    with VLLMStandIn(SCRIPT) as srv:
+        h = load_backend(srv.url)
+        assert h.can_score
+        ctx = h.tokenize(PROMPT, add_bos=True)
+        tokens = encode(" Paris was")  # agrees with the script for 7 tokens, then "w" where it says "i"
+        scores = h.score(ctx, tokens)
+        body = srv.bodies("/v1/completions")[-1]
+        assert body["prompt"] == ctx + tokens and body["prompt_logprobs"] == 1 and body["max_tokens"] == 1
+        for i, token in enumerate(tokens):
+            assert scores.logprobs[i] == pytest.approx(dict(srv.logprobs_after(ctx + tokens[:i]))[token])
+            assert scores.top1[i] == srv.next_token(ctx + tokens[:i])
+        assert (scores.top1 == np.asarray(tokens)).tolist() == [True] * 7 + [False] * 3
+        assert scores.stats is None and scores.prefill_tokens == len(ctx) + len(tokens)
+        assert scores.logprobs.dtype == np.float64 and scores.top1.dtype == np.int64
+
+        with_stats = h.score(ctx, tokens, with_stats=True)
+        assert srv.bodies("/v1/completions")[-1]["prompt_logprobs"] == 20
+        assert np.array_equal(with_stats.top1, scores.top1) and np.allclose(with_stats.logprobs, scores.logprobs)
+        assert [s.n_support for s in with_stats.stats] == [20] * len(tokens)
+        assert [s.position for s in with_stats.stats] == list(range(len(tokens)))
+        expected = stats_from_top_logprobs([lp for _, lp in srv.logprobs_after(ctx)[:20]], 0)
+        assert with_stats.stats[0].entropy == pytest.approx(expected.entropy)
+        assert h.score(ctx, []).logprobs.shape == (0,)
+
+
+@pytest.mark.parametrize("kind", ["llama-cpp-python", "openai"])
+def test_servers_without_prompt_logprobs_refuse_to_score(kind):
+    h = OpenAIHTTPBackend(["http://127.0.0.1:9"], name="no-scores", server=kind)
+    assert not h.can_score
+    with pytest.raises(BackendError) as e:
+        h.score([1, 2, 3], [4, 5])
+    msg = str(e.value)
+    assert "'no-scores'" in msg and f"({kind} server) cannot score" in msg and "vLLM" in msg and "\n" not in msg
+
+
+def test_verify_over_http_is_refused_at_start_naming_both(monkeypatch):
+    with VLLMStandIn(SCRIPT) as srv:
+        base = load_backend(srv.url)
+        oracle = OpenAIHTTPBackend(["http://127.0.0.1:9"], name="text-oracle", server="llama-cpp-python")
+        with pytest.raises(BackendError) as e:
+            guided_generate(PROMPT, base, oracle, GenerationConfig(policy="verify", c=2, k=4, max_new_tokens=20))
+        assert "verify" in str(e.value) and "'text-oracle'" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_verify_consult_with_two_vllm_servers():
+    """The oracle (another script) checks each base step through score(): the first
+    disagreement is where its consult starts."""
+    with VLLMStandIn(" Paris is big.") as base_srv, VLLMStandIn(SCRIPT) as oracle_srv:
+        base, oracle = load_backend(base_srv.url), load_backend(oracle_srv.url)
+        trace = guided_generate(PROMPT, base, oracle, GenerationConfig(policy="verify", c=1, k=6, step_size=12,
+                                                                       max_new_tokens=16))
+        assert trace.handoff == "tokens" and trace.cheat_positions == [len(" Paris is ")]
+        assert trace.result.startswith(" Paris is the ca") and trace.rejected_tokens == 2
+        assert oracle_srv.bodies("/v1/completions")[0]["prompt_logprobs"] == 1

@@ -42,45 +42,23 @@ Bearer header and appears in no message, log or repr.
 from __future__ import annotations
 
 import os
+import threading
 import time
-from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
 from ..config import ConfigError, SamplingConfig
-from ..stats import StepStats, stats_from_top_logprobs
+from ..stats import stats_from_top_logprobs
 from .gguf_vocab import GGUFVocab
+from .http_replies import (Reply, ReplyError, first_choice, parse_completion, parse_llama_completion,
+                           parse_prompt_logprobs)
 from .http_transport import HTTPSettings, PrefixMemo, Replicas
-from .protocol import BackendError, Chunk
+from .protocol import BackendError, Chunk, Scores, StopBefore
 
 __all__ = ["HTTPSettings", "OpenAIHTTPBackend", "KINDS"]
 
 KINDS = ("auto", "vllm", "llama.cpp", "llama-cpp-python", "openai")
 OWNERS = {"vllm": "vllm", "sglang": "vllm", "llamacpp": "llama.cpp", "me": "llama-cpp-python"}
-
-
-# --- what a reply says, whatever the server ----------------------------------------
-
-
-@dataclass
-class Step:
-    """One generated token as the server reported it."""
-
-    token: int | None  # None where the server gives text only
-    piece: str  # its text ("" when unknown)
-    top: list[float] | None  # top-N log-probabilities of its distribution, None if not reported
-    is_eos: bool = False
-
-
-@dataclass
-class Reply:
-    steps: list[Step] = field(default_factory=list)
-    text: str = ""  # the whole reply's text (EOS excluded)
-    eos: bool = False
-    n_tokens: int | None = None  # generated tokens as the server counts them (usage)
-    prefill_tokens: int = 0
-    prefill_s: float | None = None  # server-side, where reported
 
 
 # --- the backend -------------------------------------------------------------------
@@ -109,6 +87,7 @@ class OpenAIHTTPBackend:
         self.sha256 = sha256
         self.eos_token_ids = frozenset(eos_token_ids)
         self._served_model = model_id  # the "model" field of requests
+        self._models: list[dict] | None = None  # /v1/models' data, when asked
         self.server = server if server != "auto" else self._detect()
         self.model_id = model_id or self._served_model or self.replicas.urls[0]
         self.token_ids = self.server != "openai"
@@ -121,6 +100,11 @@ class OpenAIHTTPBackend:
         self.bos_text = bos_text if bos_text is not None else props.get("bos_text", "")
         self.eos_text = eos_text if eos_text is not None else props.get("eos_text", "")
         self.tokenizer_key = tokenizer_family or f"{self.server}:{self.model_id}"
+        self.can_score = self.server == "vllm"  # prompt_logprobs; the others have no equivalent
+        self._n_ctx = props.get("n_ctx")
+        self._adds_bos: bool | None = None
+        self._discovered = self.server != "vllm"  # vLLM is asked lazily: an alias loads with its server down
+        self._discover_lock = threading.RLock()
         if self.token_ids:
             self.eos_token_ids |= self._server_eos_ids(props)
 
@@ -135,24 +119,56 @@ class OpenAIHTTPBackend:
         data = reply.get("data") or [{}]
         if self._served_model is None and data[0].get("id"):
             self._served_model = data[0]["id"]
+        self._models = data
         return OWNERS.get(str(data[0].get("owned_by", "")).lower(), "openai")
 
     def _props(self) -> dict:
-        """Chat template and special-token texts, where the server or a local tokenizer tells."""
-        if self._local is not None:
-            return self._local.props()
+        """Chat template, special-token texts and context size, where the server or a local
+        tokenizer tells (vLLM: later, in ``_discover``)."""
+        props = self._local.props() if self._local is not None else {}
         if self.server == "llama.cpp":
             reply, _ = self.replicas.request("GET", "/props")
-            return {"chat_template": reply.get("chat_template") or None, "bos_text": reply.get("bos_token", ""),
-                    "eos_text": reply.get("eos_token", "")}
-        if self.server == "vllm":
-            try:  # only where vLLM runs with --enable-tokenizer-info-endpoint
-                reply, _ = self.replicas.request("GET", "/tokenizer_info")
+            server = {"chat_template": reply.get("chat_template") or None, "bos_text": reply.get("bos_token", ""),
+                      "eos_text": reply.get("eos_token", ""),
+                      "n_ctx": (reply.get("default_generation_settings") or {}).get("n_ctx")}
+            props = {**server, **props} if self._local is not None else server
+        return props
+
+    def _discover(self) -> None:
+        """vLLM, once, before the first request that needs it: the context size
+        (``max_model_len`` in /v1/models) and the EOS text (/tokenizer_info, only where
+        vLLM runs with --enable-tokenizer-info-endpoint; a 404 is no error)."""
+        if self._discovered:
+            return
+        with self._discover_lock:
+            if self._discovered:
+                return
+            models = self._models or self.replicas.request("GET", "/v1/models")[0].get("data") or []
+            for m in models:
+                if m.get("id") == self._served_model or len(models) == 1:
+                    self._n_ctx = m.get("max_model_len") or self._n_ctx
+            try:
+                info, _ = self.replicas.request("GET", "/tokenizer_info")
             except BackendError:
-                return {}
-            eos = reply.get("eos_token")
-            return {"eos_text": (eos.get("content", "") if isinstance(eos, dict) else eos) or ""}
-        return {}
+                info = {}
+            eos = info.get("eos_token")
+            self.eos_token_ids |= self._server_eos_ids({"eos_text": (eos.get("content", "") if isinstance(eos, dict)
+                                                                     else eos) or ""})
+            self._discovered = True
+
+    @property
+    def n_ctx(self) -> int | None:
+        """The server's context size in tokens (None: it does not say)."""
+        self._discover()
+        return self._n_ctx
+
+    @property
+    def adds_bos(self) -> bool:
+        """Whether this model's tokenizer puts a BOS before a prompt. Text-only APIs put it
+        before a text prompt themselves (their aliases set ``bos_text = ""``)."""
+        if self._adds_bos is None:
+            self._adds_bos = bool(self.tokenize("", add_bos=True)) if self.token_ids else True
+        return self._adds_bos
 
     def _server_eos_ids(self, props: dict) -> frozenset[int]:
         """Ids of the EOS text the server (or the local tokenizer) names: one token, or nothing."""
@@ -227,7 +243,7 @@ class OpenAIHTTPBackend:
 
     # --- Backend protocol: generate
     def generate(self, context: list[int] | str, max_tokens: int, sampling: SamplingConfig,
-                 rng: np.random.Generator, stop_before: Callable[[StepStats], bool] | None = None,
+                 rng: np.random.Generator, stop_before: StopBefore | None = None,
                  position: int = 0) -> Chunk:
         if not context:
             raise BackendError(f"backend {self.name!r}: empty context")
@@ -254,14 +270,16 @@ class OpenAIHTTPBackend:
             self.replicas.remember(context + (chunk.text or ""), replica)
         return chunk
 
-    def _chunk(self, reply: Reply, context, max_tokens: int, stop_before, position: int) -> Chunk:
+    def _chunk(self, reply: Reply, context, max_tokens: int, stop_before: StopBefore | None, position: int) -> Chunk:
         """Apply ``stop_before`` over the reply's tokens and build the Chunk (protocol steps 3-4)."""
         steps = reply.steps
         stats = [stats_from_top_logprobs(s.top, position + i) if s.top else None for i, s in enumerate(steps)]
         cut, stopped = len(steps), False
         if stop_before is not None:
             for i, st in enumerate(stats):
-                if st is not None and stop_before(st):  # a token the server gave no distribution for is not asked
+                # a token the server gave no distribution for is not asked
+                written = [s.token for s in steps[:i] if s.token is not None and not s.is_eos]
+                if st is not None and stop_before(st, written):
                     cut, stopped = i, True
                     break
         eos = reply.eos and not stopped
@@ -304,43 +322,17 @@ class OpenAIHTTPBackend:
                 body["logprobs"] = n
             if self.server == "llama-cpp-python":  # its sampler defaults are not neutral
                 body.update(top_k=0, min_p=0.0, repeat_penalty=1.0)
+        if self.server == "vllm":
+            self._discover()
         reply, replica = self.replicas.request("POST", "/v1/completions", body, key=context)
-        return self._parse_openai(reply, n), replica
-
-    def _parse_openai(self, reply: dict, n_top: int) -> Reply:
         try:
-            choice = reply["choices"][0]
-        except (KeyError, IndexError, TypeError):
-            raise BackendError(f"backend {self.name!r}: reply has no choices: {self.replicas.line(reply)}") from None
-        lp = choice.get("logprobs") or {}
-        pieces = lp.get("tokens") or []
-        # vLLM (and OpenAI) add the sampled token to its top-N when it is not among them: N + 1 entries.
-        tops = [_top_n(t, n_top) for t in lp.get("top_logprobs") or []] if n_top else []
-        ids = choice.get("token_ids")
-        if ids is None and pieces and all(isinstance(p, str) and p.startswith("token_id:") for p in pieces):
-            ids = [int(p.split(":", 1)[1]) for p in pieces]
-        if self.server == "vllm" and ids is None:
-            raise BackendError(f"backend {self.name!r}: the server returned no token ids "
-                               f"(a vLLM that knows return_tokens_as_token_ids is needed)")
-        usage = reply.get("usage") or {}
-        out = Reply(text=choice.get("text") or "", n_tokens=usage.get("completion_tokens"))
-        # We send no stop strings or stop ids, so "stop" is an EOS: the tokenizer's (stop_reason None)
-        # or one vLLM took from the model's generation config (stop_reason: that token id).
-        stop_reason = choice.get("stop_reason")
-        out.eos = choice.get("finish_reason") == "stop" and (stop_reason is None or isinstance(stop_reason, int))
-        cached = ((usage.get("prompt_tokens_details") or {}).get("cached_tokens")) or 0
-        out.prefill_tokens = max(0, int(usage.get("prompt_tokens") or 0) - int(cached))
-        n = len(ids) if ids is not None else len(pieces)
-        for i in range(n):
-            piece = pieces[i] if i < len(pieces) and not (ids is not None and self.server == "vllm") else ""
-            out.steps.append(Step(ids[i] if ids is not None else None, piece, tops[i] if i < len(tops) else None))
+            out = parse_completion(reply, server=self.server, n_top=n, eos_ids=self.eos_token_ids)
+        except ReplyError as e:
+            raise BackendError(f"backend {self.name!r}: {e}: {self.replicas.line(reply)}") from None
         last = out.steps[-1] if out.steps else None
-        if out.eos and last is not None and last.token is not None:
-            # vLLM returns the token it stopped at as the last of token_ids (its text is not in "text").
-            if self.server == "vllm" or last.token in self.eos_token_ids or last.token == stop_reason:
-                last.is_eos = True
-                self.eos_token_ids |= {last.token}  # learnt: the same id ends later replies, whatever they say
-        return out
+        if last is not None and last.is_eos and last.token is not None:
+            self.eos_token_ids |= {last.token}  # learnt: the same id ends later replies, whatever they say
+        return out, replica
 
     def _complete_llama_server(self, context, max_tokens, sampling, seed, n) -> tuple[Reply, int]:
         """llama-server's native /completion: prompt ids in, generated ids and per-token
@@ -351,34 +343,41 @@ class OpenAIHTTPBackend:
         if seed is not None:
             body["seed"] = seed
         reply, replica = self.replicas.request("POST", "/completion", body, key=context)
-        tokens = reply.get("tokens")
-        if tokens is None:
-            raise BackendError(f"backend {self.name!r}: llama-server returned no token ids (too old?)")
-        probs = reply.get("completion_probabilities") or []
-        out = Reply(text=reply.get("content", ""), eos=reply.get("stop_type") == "eos")
-        timings = reply.get("timings") or {}
-        out.prefill_tokens = int(timings.get("prompt_n", reply.get("tokens_evaluated", 0)) or 0)
-        if "prompt_ms" in timings:
-            out.prefill_s = float(timings["prompt_ms"]) / 1000.0
-        j = 0
-        for tok in tokens:
-            top = None
-            # A token that ends inside a UTF-8 character has no entry: its text is sent with the next.
-            if j < len(probs) and probs[j].get("id") == tok:
-                top = _top_n([c["logprob"] for c in probs[j].get("top_logprobs", [])], n)
-                j += 1
-            out.steps.append(Step(tok, "", top))
-        if out.eos and out.steps:
-            out.steps[-1].is_eos = True  # llama-server returns the EOG token itself
-        return out, replica
+        try:
+            return parse_llama_completion(reply, n_top=n), replica
+        except ReplyError as e:
+            raise BackendError(f"backend {self.name!r}: {e}") from None
+
+    # --- optional ability: teacher-forced scores (vLLM's prompt_logprobs)
+    def score(self, context: list[int], tokens: list[int], *, with_stats: bool = False) -> Scores:
+        """``Scores`` of ``tokens`` after ``context`` (protocol.py), from one vLLM request
+        with ``prompt_logprobs`` (top 1, or top N with ``with_stats``). vLLM computes
+        prompt log-probabilities for the whole prompt, cached prefix or not."""
+        if not self.can_score:
+            raise BackendError(f"backend {self.name!r} ({self.server} server) cannot score tokens: it returns no "
+                               f"prompt log-probabilities; serve the model with vLLM (prompt_logprobs)")
+        if not tokens:
+            return Scores(np.zeros(0), np.zeros(0, dtype=np.int64), [] if with_stats else None)
+        if not context:
+            raise BackendError(f"backend {self.name!r}: score needs a non-empty context")
+        self._discover()
+        full = list(context) + list(tokens)
+        n = self.settings.top_logprobs if with_stats and self.has_stats else 1
+        body = {"prompt": full, "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": n,
+                "return_tokens_as_token_ids": True}
+        if self._served_model:
+            body["model"] = self._served_model
+        t = time.perf_counter()
+        reply, replica = self.replicas.request("POST", "/v1/completions", body, key=full)
+        try:
+            logprobs, top1, tops = parse_prompt_logprobs(first_choice(reply), len(context), list(tokens), n_top=n)
+        except ReplyError as e:
+            raise BackendError(f"backend {self.name!r}: {e}: {self.replicas.line(reply)}") from None
+        self.replicas.remember(full, replica)
+        stats = [stats_from_top_logprobs(top, i) for i, top in enumerate(tops)] if with_stats else None
+        usage = reply.get("usage") or {}
+        return Scores(logprobs, top1, stats, prefill_tokens=int(usage.get("prompt_tokens") or len(full)),
+                      prefill_s=time.perf_counter() - t)
 
     def close(self) -> None:
         self.replicas.close()
-
-
-def _top_n(top: dict | list | None, n: int) -> list[float] | None:
-    """The ``n`` largest log-probabilities of one step's top list (None: not reported)."""
-    if not top or n <= 0:
-        return None
-    values = sorted((float(v) for v in (top.values() if isinstance(top, dict) else top)), reverse=True)
-    return values[:n]
