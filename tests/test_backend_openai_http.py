@@ -435,7 +435,7 @@ def test_llama_server_raw_url_never_returns_eos(smol, smol_llama_server):
     and EOS reaches neither the tokens, token_ids nor result."""
     h = load_backend(smol_llama_server.url)
     eos = smol.llm.token_eos()
-    assert h.server == "llama.cpp" and eos in h.eos_token_ids
+    assert h.server == "llama.cpp" and eos in h.eos_token_ids and h.n_ctx == smol_llama_server.n_ctx
     prompt = chat_prompt(smol, "Reply with the single word: yes")
     ctx = h.tokenize(prompt, add_bos=True)
     fresh(h, smol)

@@ -100,7 +100,8 @@ def parse_completion(reply: dict, *, server: str, n_top: int, eos_ids: frozenset
 
 def parse_llama_completion(reply: dict, *, n_top: int) -> Reply:
     """llama-server's native ``/completion`` reply (asked with ``return_tokens``). On
-    ``stop_type`` "eos" the end-of-generation token is the last of ``tokens``."""
+    ``stop_type`` "eos" the end-of-generation token is the last of ``tokens`` (server-context.cpp
+    ``process_token`` appends every sampled token, then stops on an EOG one)."""
     tokens = reply.get("tokens")
     if tokens is None:
         raise ReplyError("llama-server returned no token ids (too old?)")
