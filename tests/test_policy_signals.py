@@ -27,6 +27,14 @@ RULES = {  # policy -> (threshold, rule(stats dict, base history so far) -> fire
 }
 
 
+def fresh(*backends):
+    """Empty KV caches: llama.cpp's logits depend slightly on how a prefix was batched, so
+    byte-identical comparisons start every run from the same (empty) cache."""
+    for b in backends:
+        b.keep(0)
+        b._logits_at = -1
+
+
 def _base_positions(trace):
     """(position, stats) for every base-written token, from --save_stats."""
     ts = trace.token_stats
@@ -68,7 +76,9 @@ def test_entropy_threshold_no_distribution_reaches_equals_never(qwen_base, qwen_
     prompt = chat_prompt(qwen_base, MATH)
     # Qwen's vocabulary has 151,936 tokens: the entropy maximum is log2(151936) = 17.21 bits.
     assert math.log2(151936) < 17.22
+    fresh(qwen_base, qwen_oracle)
     never = guided_generate(prompt, qwen_base, qwen_oracle, GenerationConfig(policy="never", max_new_tokens=48))
+    fresh(qwen_base, qwen_oracle)
     high = guided_generate(prompt, qwen_base, qwen_oracle,
                            GenerationConfig(policy="entropy", threshold=17.22, max_new_tokens=48))
     assert high.result.encode() == never.result.encode() and high.token_ids == never.token_ids
@@ -119,7 +129,9 @@ def test_verify_consults_where_the_oracle_disagrees(qwen_base, qwen_oracle):
 
 def test_verify_threshold_zero_never_fires_and_equals_never(qwen_base, qwen_oracle):
     prompt = chat_prompt(qwen_base, MATH)
+    fresh(qwen_base, qwen_oracle)
     never = guided_generate(prompt, qwen_base, qwen_oracle, GenerationConfig(policy="never", max_new_tokens=40))
+    fresh(qwen_base, qwen_oracle)
     v0 = guided_generate(prompt, qwen_base, qwen_oracle,
                          GenerationConfig(policy="verify", threshold=0.0, max_new_tokens=40))
     assert v0.result.encode() == never.result.encode() and v0.cheat_positions == [] and v0.rejected_tokens == 0

@@ -29,6 +29,7 @@ import numpy as np
 from .backends.protocol import Backend, BackendError, Chunk
 from .config import GenerationConfig
 from .features import History, is_boundary
+from .prompts import prompt_ids
 from .policies import POLICIES, DecisionPoint, Policy, backend_abilities, make_policy
 from .stats import StepStats
 from .trace import BASE, ORACLE, Timings, Trace
@@ -72,8 +73,8 @@ class _Reader:
     def __init__(self, backend: Backend, prompt: str, shared: list[int] | None):
         self.backend = backend
         self.prompt = prompt
-        # BOS per model: a token-id backend's tokenizer adds its own (adds_bos); the prompt text carries none.
-        self.ids = shared if shared is not None else (backend.tokenize(prompt, add_bos=True) if backend.token_ids else [])
+        # BOS per model (prompts.prompt_ids): never doubled, never missing.
+        self.ids = shared if shared is not None else (prompt_ids(backend, prompt) if backend.token_ids else [])
         self.unread = bytearray()
         self.own_text = bytearray()  # for text-only backends: everything generated so far
 
@@ -138,7 +139,7 @@ def guided_generate(
     t0 = time.perf_counter()
 
     # 1. Prompt and handoff mode.
-    shared = base.tokenize(prompt, add_bos=True) if handoff == "tokens" else None
+    shared = prompt_ids(base, prompt) if handoff == "tokens" else None
     readers = {BASE: _Reader(base, prompt, shared), ORACLE: _Reader(oracle, prompt, shared)}
     n_prompt = len(shared) if shared is not None else 0
     timings, text, history = Timings(), Transcript(), History()

@@ -32,7 +32,8 @@ class CachedModel(Protocol):
         """True when ``logits()`` is the distribution after the last held token."""
 
     def keep(self, n: int) -> None:
-        """Roll the cache back to its first ``n`` tokens."""
+        """Roll the cache back to its first ``n`` tokens (or fewer, if it cannot: callers
+        re-read ``held()``)."""
 
     def evaluate(self, tokens: list[int], logits_from: int | None = None) -> np.ndarray | None:
         """Append ``tokens``; afterwards ``logits()`` is the distribution after the last one.
@@ -70,6 +71,7 @@ def sync(model: CachedModel, context: list[int]) -> int:
         return 0
     common = min(common, len(context) - 1)  # the last position's logits are needed: re-evaluate >= 1 token
     model.keep(common)
+    common = len(model.held())  # a sliding-window cache may not roll back: it then keeps nothing
     model.evaluate(list(context[common:]))
     return len(context) - common
 
@@ -139,8 +141,8 @@ def score_from_logits(model: CachedModel, context: list[int], tokens: list[int],
     if model.n_ctx is not None and len(full) > model.n_ctx:
         raise BackendError(f"backend {model.name!r}: {len(full)} tokens exceed n_ctx {model.n_ctx}")
     t = time.perf_counter()
-    common = min(common_prefix(model.held(), full), len(context) - 1)
-    model.keep(common)
+    model.keep(min(common_prefix(model.held(), full), len(context) - 1))
+    common = len(model.held())
     # rows: the distribution after full[len(context) - 1 + i], i = 0..n (the last row: after every token)
     rows = model.evaluate(full[common:], logits_from=len(context) - 1 - common)
     n = len(tokens)

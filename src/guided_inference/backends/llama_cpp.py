@@ -15,7 +15,7 @@ import numpy as np
 
 from ..config import SamplingConfig
 from .gguf_vocab import vocab_fingerprint
-from .cached import generate_from_logits, score_from_logits
+from .cached import generate_from_logits, score_from_logits, sync
 from .protocol import BackendError, Chunk, Scores, StopBefore, env_threads
 
 
@@ -48,7 +48,9 @@ class LlamaCppBackend:
         self.bos_text = self.llm._model.token_get_text(bos) if bos >= 0 else ""
         self.eos_text = self.llm._model.token_get_text(self.llm.token_eos())
         self.tokenizer_key = vocab_fingerprint(self.llm)
-        self.n_ctx = self.llm.n_ctx()
+        # llama.cpp may round its context up (n_ctx() 256 for 64); llama-cpp-python's token
+        # arrays keep the size asked for, and that is the limit.
+        self.n_ctx = min(self.llm.n_ctx(), len(self.llm.input_ids))
         # Whether this model's tokenizer puts a BOS before a prompt (per model, from its metadata).
         self.adds_bos = bool(self.tokenize("", add_bos=True))
         self._logits_at = -1  # cache length at which the context's last logits were computed
@@ -71,6 +73,10 @@ class LlamaCppBackend:
     def is_eos(self, token: int) -> bool:
         return self._llama_cpp.llama_vocab_is_eog(self._vocab, token)
 
+    def sync(self, context: list[int]) -> int:
+        """Make the cache hold ``context`` (cached.sync); the tokens it evaluated."""
+        return sync(self, context)
+
     # --- CachedModel (cached.py) ---------------------------------------------
     def held(self):
         return self.llm.input_ids[: self.llm.n_tokens]
@@ -86,8 +92,8 @@ class LlamaCppBackend:
         and, with ``logits_from``, for tokens[logits_from:] only (per-position flags in the
         llama_batch; never ``logits_all`` for the whole context)."""
         llm, lib = self.llm, self._llama_cpp
-        if llm.n_tokens + len(tokens) > llm.n_ctx():
-            raise BackendError(f"backend {self.name!r}: {llm.n_tokens + len(tokens)} tokens exceed n_ctx {llm.n_ctx()}")
+        if llm.n_tokens + len(tokens) > self.n_ctx:
+            raise BackendError(f"backend {self.name!r}: {llm.n_tokens + len(tokens)} tokens exceed n_ctx {self.n_ctx}")
         llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
         rows = []
         batch = llm._batch.batch

@@ -14,6 +14,8 @@ equal the embedded backend's: the two hand off token ids unchanged.
 KV cache as the protocol requires (``CachedModel`` of cached.py): the cache holds
 ``self.ids``; ``keep`` crops it (``DynamicCache.crop``), ``evaluate`` runs one forward
 pass over new tokens and keeps the last position's logits, so the next token needs no pass.
+A model with sliding-window layers (Gemma-3) cannot be cropped once a layer has seen
+a whole window: such a rollback re-evaluates the kept tokens from the start.
 Needs the ``[analysis]`` extra (torch, transformers, accelerate, gguf, safetensors);
 none of it is imported unless this backend is built.
 """
@@ -28,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import SamplingConfig
-from .cached import generate_from_logits, score_from_logits
+from .cached import generate_from_logits, score_from_logits, sync
 from .protocol import BackendError, Chunk, Scores, StopBefore, env_threads
 
 
@@ -113,6 +115,10 @@ class TransformersBackend:
     def score(self, context: list[int], tokens: list[int], *, with_stats: bool = False) -> Scores:
         return score_from_logits(self, context, tokens, with_stats=with_stats)
 
+    def sync(self, context: list[int]) -> int:
+        """Make the cache hold ``context`` (cached.sync); the tokens it evaluated."""
+        return sync(self, context)
+
     # --- CachedModel (cached.py)
     def held(self) -> list[int]:
         return self.ids
@@ -121,12 +127,29 @@ class TransformersBackend:
         return self._logits is not None
 
     def keep(self, n: int) -> None:
-        if n == 0:
+        """Keep the first n tokens, or none when the cache cannot roll back (see _crop): the
+        caller reads ``held()`` afterwards and re-evaluates from there."""
+        if n < len(self.ids) and not self._crop(n):
             self._cache, self.ids = None, []
-        elif n < len(self.ids):
-            self._cache.crop(n - len(self.ids))  # negative: drop that many (transformers 4 and 5)
-            self.ids = self.ids[:n]
         self._logits = None
+
+    def _crop(self, keep: int) -> bool:
+        """Roll the cache back to its first ``keep`` tokens; False if it cannot, and must be rebuilt.
+
+        A sliding-window layer (Gemma-3: 512 tokens) holds only its last window of states.
+        Once it has seen a whole window, the states a rollback would need again are gone,
+        and transformers refuses: ``RuntimeError`` in 5.x (its "past recording" only undoes
+        the last forward pass), ``ValueError`` in 4.5x, and older ``HybridCache`` has no
+        ``crop``. Re-evaluating the context from the start is then the only exact way.
+        """
+        if keep == 0:
+            return False
+        try:
+            self._cache.crop(keep - len(self.ids))  # negative: drop that many (transformers 4 and 5)
+        except (RuntimeError, ValueError, AttributeError):
+            return False  # the cache may be half cropped: the caller drops it whole
+        self.ids = self.ids[:keep]
+        return True
 
     def evaluate(self, tokens: list[int], logits_from: int | None = None) -> np.ndarray | None:
         torch = self.torch

@@ -72,6 +72,7 @@ def run_base_only(args, pair, base_file: Path) -> list[dict]:
 def cmd_calibrate(args) -> int:
     from ..calibration import check_calibration_models  # noqa: F401 - same module family
     from ..pair import load_pair
+    from ..prompts import prompt_ids
     from ..teacher import teacher_force
 
     if args.target_share is None or not (0.0 < args.target_share < 1.0):
@@ -96,7 +97,7 @@ def cmd_calibrate(args) -> int:
         router = load_router(config.router, expected_sha256=config.router_sha256)
     scores, direction = [], "above"
     for i, row in enumerate(rows):
-        feats = teacher_force(pair.base, pair.base.tokenize(row["prompt"], add_bos=True), row["token_ids"],
+        feats = teacher_force(pair.base, prompt_ids(pair.base, row["prompt"]), row["token_ids"],
                               oracle=pair.oracle if verify else None)
         s, direction = firing_score(config.policy, feats, config, router)
         scores.append(s)
