@@ -5,12 +5,17 @@
 
 ``LlamaServer`` runs llama-cpp-python's ``python -m llama_cpp.server`` (always installed
 with the ``[server]`` extra); ``LlamaCppServer`` runs llama.cpp's own ``llama-server``
-if ``scripts/build_llama_server.sh`` has cached it. ``FlakyProxy`` is a tiny real HTTP
-server in a thread that answers 500 to the first N requests and forwards the rest.
+if ``scripts/build_llama_server.sh`` has cached it (``require_llama_server`` says what
+happens when it has not). ``FaultProxy`` is a small real HTTP server in a thread, in
+front of a real server: a network fault injector that answers scripted errors (429 with
+``Retry-After``, 408, 400, a stall) and forwards the rest; ``FlakyProxy`` is the
+500-only special case.
 """
 from __future__ import annotations
 
+import email.utils
 import http.server
+import json
 import os
 import shutil
 import signal
@@ -20,9 +25,11 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
 
 from guided_inference.models import cache_dir, resolve
 
@@ -123,6 +130,23 @@ def llama_server_binary() -> Path | None:
     return Path(found) if found else None
 
 
+REQUIRE_LLAMA_SERVER = "GUIDED_REQUIRE_LLAMA_SERVER"
+
+
+def require_llama_server() -> Path:
+    """The llama-server binary for a test that needs it. Missing, the test fails with the
+    build command when ``GUIDED_REQUIRE_LLAMA_SERVER=1`` (CI sets it: a cache directory
+    that differs between set-up and pytest must not pass as green), else it is skipped."""
+    binary = llama_server_binary()
+    if binary is not None:
+        return binary
+    where = cache_dir() / "bin" / "llama-server"
+    message = f"llama-server not found at {where} or on PATH: run scripts/build_llama_server.sh"
+    if os.environ.get(REQUIRE_LLAMA_SERVER, "").strip() == "1":
+        pytest.fail(f"{message} ({REQUIRE_LLAMA_SERVER}=1 requires it)", pytrace=False)
+    pytest.skip(message)
+
+
 class LlamaCppServer(_Server):
     """llama.cpp's llama-server: ``parallel`` slots with continuous batching. Flash attention
     off, as in the embedded backend (on: other numerics, other near-tie argmaxes)."""
@@ -159,44 +183,93 @@ def reset_cache(url: str) -> None:
         pass  # a replica that is down has no cache to reset
 
 
-class FlakyProxy:
-    """A real HTTP server (http.server in a thread) forwarding to ``target``, except that
-    the next ``failures`` requests get HTTP 500 (set it again at any time). ``requests``
-    counts what it received."""
+@dataclass
+class Fault:
+    """One scripted answer. ``body`` may contain ``{auth}``: the request's Authorization
+    header echoed back, as servers that quote a rejected key do. ``stall_s``: wait this
+    long before answering (longer than the client's timeout: a stuck replica)."""
 
-    def __init__(self, target: str, failures: int = 0):
-        self.target, self.failures, self.requests = target, failures, 0
+    status: int = 500
+    body: str = '{"error": {"message": "injected failure"}}'
+    headers: dict = field(default_factory=dict)
+    stall_s: float = 0.0
+
+
+def http_date(seconds_from_now: float) -> str:
+    """An HTTP date (for ``Retry-After``) this many seconds from now."""
+    return email.utils.formatdate(time.time() + seconds_from_now, usegmt=True)
+
+
+class FaultProxy:
+    """A network fault injector: a real HTTP server (http.server in a thread) in front of
+    a real model server. Not a stand-in for the model: every reply that is not a
+    scripted fault is the real server's. Requests to a path in ``paths`` (all paths if
+    None) take the next fault from ``faults`` (a list; append at any time), or
+    ``always`` once the list is empty, and are forwarded when there is neither.
+    ``log`` records each request as (method, path, JSON body or None, Authorization)."""
+
+    def __init__(self, target: str, faults: list[Fault] | None = None, *, always: Fault | None = None,
+                 paths: tuple[str, ...] | None = ("/completion", "/v1/completions")):
+        self.target, self.faults, self.always, self.paths = target, list(faults or []), always, paths
+        self.log: list[tuple[str, str, dict | None, str | None]] = []
+        self._lock = threading.Lock()
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def _forward(self, method: str):
-                proxy.requests += 1
+            def _serve(self, method: str):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if proxy.failures > 0:
-                    proxy.failures -= 1
-                    payload, status = b'{"error": {"message": "injected failure"}}', 500
-                else:
+                auth = self.headers.get("Authorization")
+                fault = proxy._next_fault(method, self.path, body, auth)
+                headers = {"Content-Type": "application/json"}
+                if fault is None:
                     r = httpx.request(method, proxy.target + self.path, content=body or None,
-                                      headers={"Content-Type": "application/json"}, timeout=300)
+                                      headers={**headers, **({"Authorization": auth} if auth else {})}, timeout=300)
                     payload, status = r.content, r.status_code
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                else:
+                    time.sleep(fault.stall_s)
+                    payload, status = fault.body.replace("{auth}", auth or "").encode(), fault.status
+                    headers.update(fault.headers)
+                try:
+                    self.send_response(status)
+                    for k, v in {**headers, "Content-Length": str(len(payload))}.items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except OSError:
+                    pass  # the client gave up (a timeout): nobody to answer
 
             def do_GET(self):
-                self._forward("GET")
+                self._serve("GET")
 
             def do_POST(self):
-                self._forward("POST")
+                self._serve("POST")
 
             def log_message(self, *args):
                 pass
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def _next_fault(self, method: str, path: str, body: bytes, auth: str | None) -> Fault | None:
+        try:
+            parsed = json.loads(body) if body else None
+        except ValueError:
+            parsed = None
+        with self._lock:
+            self.log.append((method, path, parsed, auth))
+            if self.paths is not None and not path.startswith(self.paths):
+                return None
+            return self.faults.pop(0) if self.faults else self.always
+
+    def count(self, path_prefix: str = "/") -> int:
+        """Requests received whose path starts with ``path_prefix``."""
+        return sum(p.startswith(path_prefix) for _, p, _, _ in self.log)
+
+    @property
+    def requests(self) -> int:
+        return len(self.log)
 
     def __enter__(self):
         self.thread.start()
@@ -205,3 +278,21 @@ class FlakyProxy:
     def __exit__(self, *exc):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class FlakyProxy(FaultProxy):
+    """A FaultProxy whose next ``failures`` requests (any path) get HTTP 500; set
+    ``failures`` again at any time."""
+
+    def __init__(self, target: str, failures: int = 0):
+        super().__init__(target, paths=None)
+        self.failures = failures
+
+    @property
+    def failures(self) -> int:
+        return len(self.faults)
+
+    @failures.setter
+    def failures(self, n: int) -> None:
+        with self._lock:
+            self.faults = [Fault() for _ in range(n)]

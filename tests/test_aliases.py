@@ -80,12 +80,61 @@ def test_bad_user_file_is_a_one_line_config_error(user_models, text, needle):
     assert needle in str(e.value) and "\n" not in str(e.value)
 
 
-def test_rows_have_the_catalogue_keys(no_user_file):
+def test_rows_have_the_catalogue_keys_and_endpoint(no_user_file):
     rows = alias_rows()
     assert {r["name"] for r in rows} >= {"1B", "3B", "8B", "70B", "bedrock-1B", "bedrock-70B"}
     for r in rows:
-        assert set(r) == {"name", "aliases", "backend", "model_id", "size", "sha256", "cached", "role"}
+        assert set(r) == {"name", "aliases", "backend", "model_id", "size", "sha256", "cached", "role", "endpoint"}
         assert r["size"] is None and r["sha256"] is None and r["cached"] is None and r["aliases"] == []
+
+
+BUILT_IN_ENDPOINTS = {
+    "1B": "http://localhost:8001", "3B": "http://localhost:8003", "8B": "http://localhost:8008",
+    "70B": "http://localhost:8070", "hyperbolic-70B": "https://api.hyperbolic.xyz",
+    "bedrock-1B": "bedrock us.meta.llama3-2-1b-instruct-v1:0 in us-east-1",
+    "bedrock-3B": "bedrock us.meta.llama3-2-3b-instruct-v1:0 in us-east-1",
+    "bedrock-8B": "bedrock meta.llama3-8b-instruct-v1:0 in us-east-1",
+    "bedrock-70B": "bedrock meta.llama3-70b-instruct-v1:0 in us-east-1",
+}
+
+
+def _table(stdout: str) -> dict[str, str]:
+    """``guided models list`` lines by their first word (the name)."""
+    return {line.split()[0]: line for line in stdout.splitlines()[1:] if line.strip()}
+
+
+def test_models_list_shows_where_each_built_in_alias_points(tmp_path):
+    env = {"GUIDED_MODELS_FILE": str(tmp_path / "absent.toml")}
+    proc = run_cli("models", "list", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in json.loads(proc.stdout)}
+    assert {name: rows[name]["endpoint"] for name in BUILT_IN_ENDPOINTS} == BUILT_IN_ENDPOINTS
+    assert rows["qwen2.5-coder-0.5b"]["endpoint"] is None  # embedded: runs here
+    text = run_cli("models", "list", env=env)
+    assert text.returncode == 0, text.stderr
+    lines = _table(text.stdout)
+    assert text.stdout.splitlines()[0].split()[5] == "endpoint"
+    for name, where in BUILT_IN_ENDPOINTS.items():
+        assert where in lines[name], lines[name]
+    assert " - " in lines["qwen2.5-coder-0.5b"]
+
+
+def test_models_list_shows_where_user_aliases_point(user_models):
+    user_models.write_text('[models.8B]\nbackend = "openai_http"\nurls = ["http://gpu-box:9001", "http://gpu-box:9002"]\n'
+                           'model_id = "my/llama-8b"\n\n[models.bedrock-eu]\nbackend = "bedrock"\n'
+                           'model_id = "meta.llama3-8b-instruct-v1:0"\nregion = "eu-west-1"\n\n'
+                           '[models.bedrock-anywhere]\nbackend = "bedrock"\nmodel_id = "meta.llama3-70b-instruct-v1:0"\n\n'
+                           '[models.local-smol]\nbackend = "llama_cpp"\npath = "smollm2-135m"\n')
+    env = {"GUIDED_MODELS_FILE": str(user_models)}
+    rows = {r["name"]: r for r in json.loads(run_cli("models", "list", "--json", env=env).stdout)}
+    expected = {"8B": "http://gpu-box:9001, http://gpu-box:9002",
+                "bedrock-eu": "bedrock meta.llama3-8b-instruct-v1:0 in eu-west-1",
+                "bedrock-anywhere": "bedrock meta.llama3-70b-instruct-v1:0 in the AWS default region",
+                "local-smol": "local smollm2-135m", "1B": "http://localhost:8001"}
+    assert {name: rows[name]["endpoint"] for name in expected} == expected
+    lines = _table(run_cli("models", "list", env=env).stdout)
+    for name, where in expected.items():
+        assert where in lines[name], lines[name]
 
 
 def test_models_list_shows_embedded_and_remote(tmp_path):

@@ -4,6 +4,11 @@ Servers are started by the tests (``servers.py``) and killed at the end. The
 reference for token equality is the embedded backend on the same GGUF: both
 start from an empty cache (``fresh``), so both evaluate the same batches and
 greedy decoding must agree token for token.
+
+The llama-server tests need ``scripts/build_llama_server.sh`` to have cached the
+binary. Without it they are skipped, except with ``GUIDED_REQUIRE_LLAMA_SERVER=1``
+(CI sets it), where they fail and say how to build it (``servers.require_llama_server``).
+HTTP faults are in test_http_faults.py; vLLM's request path in test_backend_vllm_standin.py.
 """
 from __future__ import annotations
 
@@ -28,7 +33,8 @@ from guided_inference.config import GenerationConfig, SamplingConfig
 from guided_inference.engine import guided_generate
 from guided_inference.policies import Policy
 from guided_inference.prompts import chat_prompt
-from servers import FlakyProxy, LlamaCppServer, LlamaServer, closed_port, llama_server_binary, reset_cache
+from servers import (REQUIRE_LLAMA_SERVER, FaultProxy, FlakyProxy, LlamaCppServer, LlamaServer, closed_port,
+                     require_llama_server, reset_cache)
 
 COUNT = "Count from 1 to 20, separated by commas."
 SKY = "Explain in a few sentences why the sky is blue."
@@ -144,13 +150,13 @@ def test_stop_before_cuts_the_reply_at_the_first_firing(smol, smol_srv):
     h = smol_http(smol_srv.url)
     ctx = h.tokenize(chat_prompt(smol, SKY), add_bos=True)
     rng = np.random.default_rng(0)
-    full = h.generate(ctx, 12, GREEDY, rng, position=30)
+    full = h.generate(ctx, 12, GREEDY, rng, stop_before=lambda s, written: False, position=30)
     assert len(full.tokens) == len(full.stats) == 12 and not full.stopped
     assert [s.position for s in full.stats] == list(range(30, 42))
     assert all(s.n_support == FAST.top_logprobs for s in full.stats)
     asked = []
 
-    def stop_at_5(stats):
+    def stop_at_5(stats, written):
         asked.append(stats.position)
         return stats.position == 35
 
@@ -159,7 +165,7 @@ def test_stop_before_cuts_the_reply_at_the_first_firing(smol, smol_srv):
     assert asked == [30, 31, 32, 33, 34, 35]
     # top-20 statistics: renormalised over 20, so never less peaked than the full distribution's
     fresh(smol)
-    ref = smol.generate(ctx, 12, GREEDY, rng)
+    ref = smol.generate(ctx, 12, GREEDY, rng, stop_before=lambda s, written: False)
     assert ref.tokens == full.tokens
     for s, r in zip(full.stats, ref.stats):
         assert s.top_prob >= r.top_prob - 1e-4 and s.entropy <= r.entropy + 1e-4
@@ -178,6 +184,26 @@ def test_per_token_policy_over_http_needs_no_request_per_token(smol, smol_srv):
     assert [s["position"] for s in trace.consult_stats] == trace.cheat_positions
     completions = sum("/v1/completions" in u for u in calls)
     assert completions < trace.total_tokens_generated / 3
+
+
+def test_top_logprobs_are_asked_only_for_a_per_token_policy(smol, smol_srv):
+    """collect_stats is on (the default), yet only a stop_before makes the backend ask for
+    top-N log-probabilities: nothing else reads a chunk's statistics."""
+    with FaultProxy(smol_srv.url, paths=()) as rec:  # forwards everything, records the bodies
+        h = smol_http(rec.url)
+        assert h.collect_stats
+        ctx = h.tokenize(chat_prompt(smol, SKY), add_bos=True)
+        plain = h.generate(ctx, 6, GREEDY, np.random.default_rng(0))
+        assert "logprobs" not in rec.log[-1][2] and plain.stats == [None] * 6
+        per_token = h.generate(ctx, 6, GREEDY, np.random.default_rng(0), stop_before=lambda s, written: False)
+        assert rec.log[-1][2]["logprobs"] == FAST.top_logprobs and per_token.tokens == plain.tokens
+        assert all(0 < s.n_support <= FAST.top_logprobs for s in per_token.stats)
+        before = len(rec.log)
+        trace = guided_generate(chat_prompt(smol, SKY), h, h, GenerationConfig(policy="random", c=2, k=4,
+                                                                               max_new_tokens=24, step_size=4))
+        bodies = [b for _, path, b, _ in rec.log[before:] if path == "/v1/completions"]
+        assert trace.total_tokens_generated == 24 and len(bodies) >= 6
+        assert all("logprobs" not in b for b in bodies)
 
 
 def test_eos_ends_the_generation(smol, smol_srv):
@@ -204,7 +230,7 @@ def test_text_only_kind_generates_text_with_statistics(smol, smol2, smol_srv):
     a, b = run(prompt, smol, smol2, config), run(prompt, t, t, config)
     assert b.handoff == "text" and b.result == a.result and b.total_tokens_generated == 40
     fresh(t)
-    chunk = t.generate(prompt, 10, GREEDY, np.random.default_rng(0), stop_before=lambda s: s.position >= 7)
+    chunk = t.generate(prompt, 10, GREEDY, np.random.default_rng(0), stop_before=lambda s, written: s.position >= 7)
     assert chunk.stopped and chunk.decode_tokens == 7 and a.result.startswith(chunk.text)
 
 
@@ -358,19 +384,27 @@ def test_alias_loads_http_backend(tmp_path, monkeypatch, smol_srv):
     assert isinstance(url, OpenAIHTTPBackend) and url.server == "llama-cpp-python"
 
 
-# --- llama.cpp's llama-server (when built by scripts/build_llama_server.sh) ----------------------
+# --- llama.cpp's llama-server (built by scripts/build_llama_server.sh) ---------------------------
 
-needs_llama_server = pytest.mark.skipif(llama_server_binary() is None,
-                                        reason="llama-server not built: run scripts/build_llama_server.sh")
+
+def test_missing_llama_server_fails_when_required(monkeypatch, tmp_path):
+    monkeypatch.setenv("GUIDED_CACHE_DIR", str(tmp_path))  # no bin/llama-server here
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv(REQUIRE_LLAMA_SERVER, "1")
+    with pytest.raises(pytest.fail.Exception, match=r"llama-server not found at .*build_llama_server\.sh"):
+        require_llama_server()
+    monkeypatch.delenv(REQUIRE_LLAMA_SERVER)
+    with pytest.raises(pytest.skip.Exception, match="build_llama_server.sh"):
+        require_llama_server()
 
 
 @pytest.fixture(scope="module")
 def smol_llama_server():
+    require_llama_server()
     with LlamaCppServer("smollm2-135m", parallel=2) as s:
         yield s
 
 
-@needs_llama_server
 @pytest.mark.parametrize("question", [SKY, COUNT])
 def test_llama_server_never_equals_embedded(smol, smol2, smol_llama_server, question):
     h = OpenAIHTTPBackend([smol_llama_server.url], name="smol-ls", tokenizer_family="smollm2", settings=FAST)
@@ -381,20 +415,47 @@ def test_llama_server_never_equals_embedded(smol, smol2, smol_llama_server, ques
     same_trace(run(prompt, smol, smol2, config), run(prompt, h, h, config))
 
 
-@needs_llama_server
 def test_llama_server_stop_before_and_eos(smol, smol_llama_server):
     h = OpenAIHTTPBackend([smol_llama_server.url], name="smol-ls", tokenizer_family="smollm2", settings=FAST)
     ctx = h.tokenize(chat_prompt(smol, SKY), add_bos=True)
     rng = np.random.default_rng(0)
-    full = h.generate(ctx, 10, GREEDY, rng)
+    full = h.generate(ctx, 10, GREEDY, rng, stop_before=lambda s, written: False)
     assert len(full.tokens) == 10 and all(s is not None and s.n_support == 20 for s in full.stats)
-    cut = h.generate(ctx, 10, GREEDY, rng, stop_before=lambda s: s.position == 4)
+    cut = h.generate(ctx, 10, GREEDY, rng, stop_before=lambda s, written: s.position == 4)
     assert cut.stopped and cut.tokens == full.tokens[:4]
     config = GenerationConfig(policy="never", max_new_tokens=200, step_size=50)
     prompt = chat_prompt(smol, "Reply with the single word: yes")
     a, b = run(prompt, smol, smol, config), run(prompt, h, h, config)
     assert b.finish_reason == "eos"
     same_trace(a, b)
+
+
+def test_llama_server_raw_url_never_returns_eos(smol, smol_llama_server):
+    """A raw http:// URL configures no eos_token_ids: the backend asks the server (/props),
+    and EOS reaches neither the tokens, token_ids nor result."""
+    h = load_backend(smol_llama_server.url)
+    eos = smol.llm.token_eos()
+    assert h.server == "llama.cpp" and eos in h.eos_token_ids and h.n_ctx == smol_llama_server.n_ctx
+    prompt = chat_prompt(smol, "Reply with the single word: yes")
+    ctx = h.tokenize(prompt, add_bos=True)
+    fresh(h, smol)
+    chunk = h.generate(ctx, 50, GREEDY, np.random.default_rng(0))
+    ref = smol.generate(ctx, 50, GREEDY, np.random.default_rng(0))
+    assert chunk.eos and ref.eos and chunk.tokens == ref.tokens and eos not in chunk.tokens
+    trace = run(prompt, h, h, GenerationConfig(policy="never", max_new_tokens=200, step_size=3))
+    assert trace.finish_reason == "eos" and eos not in trace.token_ids
+    assert "<|im_end|>" not in trace.result and trace.result == smol.detokenize(trace.token_ids).decode()
+
+
+def test_llama_server_asks_top_n_only_for_a_per_token_policy(smol, smol_llama_server):
+    with FaultProxy(smol_llama_server.url, paths=()) as rec:
+        h = OpenAIHTTPBackend([rec.url], name="smol-ls", tokenizer_family="smollm2", settings=FAST)
+        ctx = h.tokenize(chat_prompt(smol, SKY), add_bos=True)
+        plain = h.generate(ctx, 5, GREEDY, np.random.default_rng(0))
+        assert rec.log[-1][2]["n_probs"] == 0 and plain.stats == [None] * 5
+        stats = h.generate(ctx, 5, GREEDY, np.random.default_rng(0), stop_before=lambda s, written: False)
+        assert rec.log[-1][2]["n_probs"] == FAST.top_logprobs and stats.tokens == plain.tokens
+        assert [s.n_support for s in stats.stats] == [FAST.top_logprobs] * 5
 
 
 # --- `guided eval` over replicas: a kill mid-run, all down, rerun ------------------------------
@@ -450,7 +511,6 @@ def test_eval_survives_a_replica_kill_and_reruns_errors(tmp_path):
         assert len(rows) == len(problems) and all(r["error"] is None and r["correct"] is not None for r in rows)
 
 
-@needs_llama_server
 def test_llama_server_random_policy_fixed_seed_equals_embedded(smol, smol2, smol_llama_server):
     """Base and oracle are two sequences in one llama-server (two slots), token handoff."""
     config = GenerationConfig(policy="random", c=4, k=5, step_size=5, max_new_tokens=40, seed=3)

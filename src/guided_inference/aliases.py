@@ -21,7 +21,7 @@ from pathlib import Path
 from .config import ConfigError
 
 BACKENDS = ("openai_http", "bedrock", "llama_cpp", "transformers")
-HTTP_TUNING = ("timeout_s", "connect_timeout_s", "retries", "backoff_s", "down_s", "top_logprobs")
+HTTP_TUNING = ("timeout_s", "connect_timeout_s", "retries", "backoff_s", "retry_after_max_s", "down_s", "top_logprobs")
 FIELDS = {"backend", "model_id", "urls", "url", "server", "api_key_env", "tokenizer_family", "tokenizer",
           "chat_template", "bos_text", "eos_text", "eos_token_ids", "region", "path", "description", *HTTP_TUNING}
 
@@ -122,15 +122,27 @@ def find_alias(name: str) -> Alias | None:
     return load_aliases().get(name)
 
 
+def endpoint(alias: Alias) -> str:
+    """Where an alias's model runs, for people: its base URLs (host and port; replicas
+    joined by ", "), Bedrock's model id and region, or the local file it loads."""
+    o = alias.options
+    if alias.backend == "openai_http":
+        return ", ".join(o.get("urls") or [o["url"]])
+    if alias.backend == "bedrock":
+        region = o.get("region") or "the AWS default region"
+        return f"bedrock {alias.model_id} in {region}"
+    return f"local {o.get('path') or alias.model_id}"
+
+
 def alias_rows() -> list[dict]:
-    """Rows for ``guided models list`` (same keys as ``models.list_models``)."""
+    """Rows for ``guided models list``: the keys of ``models.list_models`` plus ``endpoint``."""
     rows = []
     for a in load_aliases().values():
         o = a.options
-        where = ", ".join(o.get("urls") or ([o["url"]] if o.get("url") else [])) or o.get("region", "")
+        where = endpoint(a)
         role = o.get("description") or f"{a.backend}{' ' + o['server'] if o.get('server') else ''} {where}".strip()
         if a.source != "built-in":
             role += f" (from {a.source})"
         rows.append({"name": a.name, "aliases": [], "backend": a.backend, "model_id": a.model_id or o.get("path", ""),
-                     "size": None, "sha256": None, "cached": None, "role": role})
+                     "size": None, "sha256": None, "cached": None, "role": role, "endpoint": where})
     return rows

@@ -165,20 +165,24 @@ def cmd_models(args) -> int:
             path = models.pull(name, find_links=args.find_links)
             print(f"{name}: {path}")
         return 0
-    rows = models.list_models() + _remote_rows()
+    rows = [{**r, "endpoint": r.get("endpoint")} for r in models.list_models()] + _remote_rows()
     if args.json:
         print(json.dumps(rows))
         return 0
-    print(f"{'name':<22} {'aliases':<12} {'backend':<10} {'size':>9}  {'cached':<6} sha256 / model id")
+    # endpoint: where a remote alias points (URLs, or Bedrock id and region); embedded models run here
+    width = max([len("endpoint")] + [len(r["endpoint"] or "") for r in rows])
+    print(f"{'name':<22} {'aliases':<12} {'backend':<11} {'size':>9}  {'cached':<6} {'endpoint':<{width}}  "
+          f"sha256 / model id")
     for r in rows:
         size = f"{r['size'] / 1e6:.0f} MB" if r.get("size") else "-"
         cached = {True: "yes", False: "no"}.get(r.get("cached"), "-")
-        print(f"{r['name']:<22} {','.join(r['aliases']):<12} {r['backend']:<10} {size:>9}  {cached:<6} "
-              f"{r.get('sha256') or r['model_id']}")
+        print(f"{r['name']:<22} {','.join(r['aliases']):<12} {r['backend']:<11} {size:>9}  {cached:<6} "
+              f"{r['endpoint'] or '-':<{width}}  {r.get('sha256') or r['model_id']}")
     return 0
 
 
 def _remote_rows() -> list[dict]:
+    """Alias rows, each with ``endpoint`` (see ``aliases.endpoint``)."""
     try:
         from .aliases import alias_rows
     except ImportError:

@@ -3,13 +3,27 @@
 ``Replicas`` holds one ``httpx.Client`` (a thread-safe connection pool) over one
 or more base URLs. New sequences go round-robin; a sequence keeps going to the
 replica that served its longest prefix (so the server's prefix cache is hit).
-Connection errors, timeouts and 5xx are retried with exponential backoff, then
-the replica is skipped for ``down_s`` seconds and the next one is tried; 4xx is
-not retried. Every error is one line naming host:port, and the API key is
-scrubbed from it: the key appears in no message, log or repr.
+
+One request is tried in rounds, failing over first and retrying second:
+  - each round tries every replica still in play once, in order, and the first
+    good reply wins;
+  - connection errors, 5xx, 429 (rate limited) and 408 (request timeout) keep a
+    replica in play: the next round comes after ``backoff_s * 2**round`` seconds,
+    or after the server's ``Retry-After`` (seconds or an HTTP date) where it is
+    longer, capped at ``retry_after_max_s``; there are ``retries`` more rounds;
+  - a timeout takes the replica out of play for this request (the next replica
+    is asked at once, never the same stuck one ``retries`` more times);
+  - any other 4xx takes the replica out of play too: another replica may serve
+    the request (one with the wrong model, or a bad key), and a request that every
+    replica refuses (it is itself bad) fails at once, with no retries.
+A replica that failed is skipped for ``down_s`` seconds for new sequences (still
+tried last). Every error is one line naming host:port, and the API key is
+scrubbed from it, the server's echoed reply text included: the key appears in no
+message, log or repr.
 """
 from __future__ import annotations
 
+import email.utils
 import threading
 import time
 from collections import OrderedDict
@@ -21,6 +35,8 @@ import httpx
 from ..config import ConfigError
 from .protocol import BackendError
 
+RETRY_STATUS = (408, 429)  # 4xx that say "later", not "never"
+
 
 @dataclass(frozen=True)
 class HTTPSettings:
@@ -28,8 +44,9 @@ class HTTPSettings:
 
     timeout_s: float = 300.0  # one whole request (a long generation on a busy server)
     connect_timeout_s: float = 5.0
-    retries: int = 3  # per replica, after the first try, on connection errors and 5xx
-    backoff_s: float = 0.5  # before retry i: backoff_s * 2**i
+    retries: int = 3  # rounds over the replicas after the first, on connection errors, 5xx, 408, 429
+    backoff_s: float = 0.5  # before round i: backoff_s * 2**(i-1), or the server's Retry-After if longer
+    retry_after_max_s: float = 60.0  # a longer Retry-After is waited this long
     down_s: float = 30.0  # a failed replica is skipped this long
     top_logprobs: int = 20  # N of the top-N log-probabilities per token; 0: no statistics
 
@@ -41,8 +58,9 @@ class HTTPSettings:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ConfigError(f"{name} must be an integer >= 0, got {v!r}")
-        if self.backoff_s < 0 or self.down_s < 0:
-            raise ConfigError(f"backoff_s and down_s must be >= 0, got {self.backoff_s!r}, {self.down_s!r}")
+        for name in ("backoff_s", "down_s", "retry_after_max_s"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
 
 
 # --- transport: replicas, retries, errors -----------------------------------------
@@ -54,8 +72,32 @@ def hostport(url: str) -> str:
     return f"{parts.hostname}:{port}"
 
 
-class _Retryable(Exception):
-    """A failure worth retrying (connection error, timeout, 5xx): ``str`` is the reason."""
+def retry_after_s(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait: a number of seconds or an HTTP
+    date (RFC 9110); None when absent or unreadable, 0 for a date in the past."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return max(0.0, seconds) if seconds == seconds else None  # NaN is unreadable
+
+
+@dataclass
+class _Outcome:
+    """How one try at one replica ended, when it did not give a reply."""
+
+    kind: str  # "retry" (try again later), "timeout" or "refused" (out of play for this request)
+    reason: str  # one line, scrubbed
+    wait_s: float | None = None  # the server's Retry-After
 
 
 class Replicas:
@@ -82,7 +124,7 @@ class Replicas:
         self._next = 0
         self._down_until = [0.0] * len(self.urls)
         self._affinity = PrefixMemo()  # sequences served -> replica index
-        self.sleep = time.sleep  # tests may speed this up
+        self.sleep = time.sleep  # tests may record the waits instead
 
     def __repr__(self) -> str:  # never the key
         return f"Replicas({self.label!r}, {[hostport(u) for u in self.urls]})"
@@ -108,52 +150,87 @@ class Replicas:
         if len(self.urls) > 1:
             self._affinity.put(sequence, replica)
 
+    def _mark_down(self, i: int, seconds: float) -> None:
+        self._down_until[i] = max(self._down_until[i], time.monotonic() + seconds)
+
     # -- requests
     def request(self, method: str, path: str, body: dict | None = None, *, key=None) -> tuple[dict, int]:
         """JSON reply and the replica index that gave it. Raises BackendError, one line."""
-        failures = []
-        for i in self._order(key):
-            try:
-                return self._with_retries(i, method, path, body), i
-            except _Retryable as e:
-                self._down_until[i] = time.monotonic() + self.settings.down_s
-                failures.append(f"{hostport(self.urls[i])} ({self._scrub(str(e))})")
+        s = self.settings
+        in_play = self._order(key)
+        last: dict[int, _Outcome] = {}
+        tries = 0
+        for round_ in range(s.retries + 1):
+            if round_:
+                asked = max((o.wait_s for j, o in last.items() if j in in_play and o.wait_s is not None), default=0.0)
+                self.sleep(max(s.backoff_s * 2 ** (round_ - 1), min(asked, s.retry_after_max_s)))
+            for i in list(in_play):
+                tries += 1
+                outcome = self._try(i, method, path, body)
+                if not isinstance(outcome, _Outcome):
+                    for j, o in last.items():  # another replica served it: those that refused are bad replicas
+                        if o.kind == "refused":
+                            self._mark_down(j, s.down_s)
+                    return outcome, i
+                last[i] = outcome
+                if outcome.kind == "retry":
+                    self._mark_down(i, s.down_s if outcome.wait_s is None else min(outcome.wait_s, s.down_s))
+                else:
+                    in_play.remove(i)
+                    if outcome.kind == "timeout":
+                        self._mark_down(i, s.down_s)
+            if not in_play:
+                break
+        raise BackendError(self._failure(path, last, tries))
+
+    def _failure(self, path: str, last: dict[int, _Outcome], tries: int) -> str:
+        """The one-line error once no replica gave a reply."""
+        who = f"model {self.label!r}"
+        refusals = {o.reason for o in last.values() if o.kind == "refused"}
+        if len(refusals) == 1 and all(o.kind == "refused" for o in last.values()):
+            hosts = ", ".join(hostport(self.urls[i]) for i in last)
+            if len(self.urls) == 1:
+                return f"{who}: server {hosts} refused {path}: {refusals.pop()}"
+            return f"{who}: every replica ({hosts}) refused {path}: {refusals.pop()}"
         if len(self.urls) == 1:
-            raise BackendError(f"model {self.label!r}: server {failures[0]} failed after "
-                               f"{self.settings.retries + 1} tries")
-        raise BackendError(f"model {self.label!r}: all {len(self.urls)} replicas failed: {', '.join(failures)}")
+            (i, o), = last.items()
+            n = f"{tries} tries" if tries > 1 else "1 try"
+            return f"{who}: server {hostport(self.urls[i])} failed after {n} ({o.reason})"
+        failures = ", ".join(f"{hostport(self.urls[i])} ({o.reason})" for i, o in last.items())
+        return f"{who}: all {len(self.urls)} replicas failed: {failures}"
 
-    def _with_retries(self, i: int, method: str, path: str, body: dict | None) -> dict:
+    def _try(self, i: int, method: str, path: str, body: dict | None) -> dict | _Outcome:
+        """One request to replica ``i``: its JSON reply, or how it failed. Raises
+        BackendError only for a failure no other try can mend."""
         url = self.urls[i] + path
-        for attempt in range(self.settings.retries + 1):
-            if attempt:
-                self.sleep(self.settings.backoff_s * 2 ** (attempt - 1))
+        try:
+            r = self.client.request(method, url, json=body)
+        except httpx.TimeoutException as e:
+            return _Outcome("timeout", f"timed out after {self.settings.timeout_s:g} s ({type(e).__name__}); "
+                                       f"a longer generation needs a larger timeout_s")
+        except httpx.TransportError as e:
+            return _Outcome("retry", self.line(_transport_reason(e)))
+        if r.status_code < 400:
             try:
-                r = self.client.request(method, url, json=body)
-            except httpx.TimeoutException as e:
-                reason = f"timed out ({type(e).__name__})"
-            except httpx.TransportError as e:
-                reason = _transport_reason(e)
-            else:
-                if r.status_code < 400:
-                    try:
-                        return r.json()
-                    except ValueError:
-                        raise BackendError(f"model {self.label!r}: server {hostport(url)} sent a reply that is "
-                                           f"not JSON: {self._scrub(one_line(r.text))}") from None
-                message = self._scrub(_error_message(r))
-                if r.status_code < 500:
-                    raise BackendError(f"model {self.label!r}: server {hostport(url)} refused {path}: "
-                                       f"HTTP {r.status_code}: {message}")
-                if "logits_all" in message:  # llama-cpp-python without --logits_all: retrying cannot help
-                    raise BackendError(f"model {self.label!r}: server {hostport(url)} cannot return logprobs: "
-                                       f"start it with --logits_all true, or set top_logprobs = 0 ({message})")
-                reason = f"HTTP {r.status_code}: {message}"
-            if attempt == self.settings.retries:
-                raise _Retryable(reason)
-        raise AssertionError("unreachable")
+                return r.json()
+            except ValueError:
+                raise BackendError(f"model {self.label!r}: server {hostport(url)} sent a reply that is "
+                                   f"not JSON: {self.line(r.text)}") from None
+        message = self.line(_error_message(r))
+        if "logits_all" in message:  # llama-cpp-python without --logits_all: retrying cannot help
+            raise BackendError(f"model {self.label!r}: server {hostport(url)} cannot return logprobs: "
+                               f"start it with --logits_all true, or set top_logprobs = 0 ({message})")
+        reason = f"HTTP {r.status_code}: {message}"
+        if r.status_code >= 500 or r.status_code in RETRY_STATUS:
+            return _Outcome("retry", reason, retry_after_s(r.headers.get("Retry-After")))
+        return _Outcome("refused", reason)
 
-    def _scrub(self, text: str) -> str:
+    def line(self, text) -> str:
+        """``text`` on one line, shortened, with the API key removed (before shortening,
+        so that no cut-off piece of the key survives)."""
+        return one_line(self.scrub(str(text)))
+
+    def scrub(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret else text
 
     def close(self) -> None:
@@ -198,18 +275,19 @@ def one_line(text: str, limit: int = 300) -> str:
 
 
 def _error_message(r: httpx.Response) -> str:
+    """The server's own words for an error reply, whole (the caller scrubs, then shortens)."""
     try:
         body = r.json()
     except ValueError:
-        return one_line(r.text) or r.reason_phrase
+        return r.text.strip() or r.reason_phrase
     err = body.get("error", body.get("detail", body.get("message", body))) if isinstance(body, dict) else body
     if isinstance(err, dict):
         err = err.get("message", err)
-    return one_line(err)
+    return str(err)
 
 
 def _transport_reason(e: httpx.TransportError) -> str:
     if isinstance(e, httpx.ConnectError):
         text = str(e).lower()
-        return "connection refused" if "refused" in text else f"cannot connect: {one_line(e)}"
-    return f"{type(e).__name__}: {one_line(e) or 'connection lost'}"
+        return "connection refused" if "refused" in text else f"cannot connect: {e}"
+    return f"{type(e).__name__}: {e or 'connection lost'}"

@@ -6,10 +6,19 @@ llama-cpp-python's server, and hosted APIs (Hyperbolic).
 
 The KV cache lives on the server: every request sends the whole context and the
 server re-uses the longest prefix it still holds (vLLM prefix caching,
-llama.cpp ``cache_prompt``). One request asks for up to ``max_tokens`` tokens
-with their top-N log-probabilities; a per-token policy (``stop_before``) is
-then asked token by token over the reply, and the reply is cut at the first
-token where it fires, so there is never one request per token.
+llama.cpp ``cache_prompt``). One request asks for up to ``max_tokens`` tokens;
+only when a per-token policy reads statistics (``stop_before`` given) does it
+also ask for their top-N log-probabilities (N = ``top_logprobs``; the
+statistics' ``n_support`` is the number actually used, never more than N). The
+policy is then asked token by token over the reply, and the reply is cut at the
+first token where it fires, so there is never one request per token.
+
+EOS never reaches ``Chunk.tokens``: the ids that end a generation are the
+alias's ``eos_token_ids``, those the server names (llama-server ``/props``,
+vLLM ``/tokenizer_info`` where enabled), and those a reply shows: we send no
+stop strings, so a vLLM reply that finished "stop" ended at an EOS, the last of
+its ``token_ids`` (``stop_reason`` is None for the tokenizer's EOS and the id
+itself for a generation-config EOS such as Llama 3's 128008).
 
 Server kinds (``server=``; ``"auto"`` asks ``/v1/models`` who owns the model):
 
@@ -33,45 +42,23 @@ Bearer header and appears in no message, log or repr.
 from __future__ import annotations
 
 import os
+import threading
 import time
-from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
 from ..config import ConfigError, SamplingConfig
-from ..stats import StepStats, stats_from_top_logprobs
+from ..stats import stats_from_top_logprobs
 from .gguf_vocab import GGUFVocab
-from .http_transport import HTTPSettings, PrefixMemo, Replicas, one_line
-from .protocol import BackendError, Chunk
+from .http_replies import (Reply, ReplyError, first_choice, parse_completion, parse_llama_completion,
+                           parse_prompt_logprobs)
+from .http_transport import HTTPSettings, PrefixMemo, Replicas
+from .protocol import BackendError, Chunk, Scores, StopBefore
 
 __all__ = ["HTTPSettings", "OpenAIHTTPBackend", "KINDS"]
 
 KINDS = ("auto", "vllm", "llama.cpp", "llama-cpp-python", "openai")
 OWNERS = {"vllm": "vllm", "sglang": "vllm", "llamacpp": "llama.cpp", "me": "llama-cpp-python"}
-
-
-# --- what a reply says, whatever the server ----------------------------------------
-
-
-@dataclass
-class Step:
-    """One generated token as the server reported it."""
-
-    token: int | None  # None where the server gives text only
-    piece: str  # its text ("" when unknown)
-    top: list[float] | None  # top-N log-probabilities of its distribution, None if not reported
-    is_eos: bool = False
-
-
-@dataclass
-class Reply:
-    steps: list[Step] = field(default_factory=list)
-    text: str = ""  # the whole reply's text (EOS excluded)
-    eos: bool = False
-    n_tokens: int | None = None  # generated tokens as the server counts them (usage)
-    prefill_tokens: int = 0
-    prefill_s: float | None = None  # server-side, where reported
 
 
 # --- the backend -------------------------------------------------------------------
@@ -100,6 +87,7 @@ class OpenAIHTTPBackend:
         self.sha256 = sha256
         self.eos_token_ids = frozenset(eos_token_ids)
         self._served_model = model_id  # the "model" field of requests
+        self._models: list[dict] | None = None  # /v1/models' data, when asked
         self.server = server if server != "auto" else self._detect()
         self.model_id = model_id or self._served_model or self.replicas.urls[0]
         self.token_ids = self.server != "openai"
@@ -112,6 +100,13 @@ class OpenAIHTTPBackend:
         self.bos_text = bos_text if bos_text is not None else props.get("bos_text", "")
         self.eos_text = eos_text if eos_text is not None else props.get("eos_text", "")
         self.tokenizer_key = tokenizer_family or f"{self.server}:{self.model_id}"
+        self.can_score = self.server == "vllm"  # prompt_logprobs; the others have no equivalent
+        self._n_ctx = props.get("n_ctx")
+        self._adds_bos: bool | None = None
+        self._discovered = self.server != "vllm"  # vLLM is asked lazily: an alias loads with its server down
+        self._discover_lock = threading.RLock()
+        if self.token_ids:
+            self.eos_token_ids |= self._server_eos_ids(props)
 
     def __repr__(self) -> str:
         return f"OpenAIHTTPBackend({self.name!r}, server={self.server!r}, model_id={self.model_id!r}, urls={self.replicas.urls})"
@@ -124,17 +119,65 @@ class OpenAIHTTPBackend:
         data = reply.get("data") or [{}]
         if self._served_model is None and data[0].get("id"):
             self._served_model = data[0]["id"]
+        self._models = data
         return OWNERS.get(str(data[0].get("owned_by", "")).lower(), "openai")
 
     def _props(self) -> dict:
-        """Chat template and special-token texts, where the server or a local tokenizer tells."""
-        if self._local is not None:
-            return self._local.props()
+        """Chat template, special-token texts and context size, where the server or a local
+        tokenizer tells (vLLM: later, in ``_discover``)."""
+        props = self._local.props() if self._local is not None else {}
         if self.server == "llama.cpp":
             reply, _ = self.replicas.request("GET", "/props")
-            return {"chat_template": reply.get("chat_template") or None, "bos_text": reply.get("bos_token", ""),
-                    "eos_text": reply.get("eos_token", "")}
-        return {}
+            server = {"chat_template": reply.get("chat_template") or None, "bos_text": reply.get("bos_token", ""),
+                      "eos_text": reply.get("eos_token", ""),
+                      "n_ctx": (reply.get("default_generation_settings") or {}).get("n_ctx")}
+            props = {**server, **props} if self._local is not None else server
+        return props
+
+    def _discover(self) -> None:
+        """vLLM, once, before the first request that needs it: the context size
+        (``max_model_len`` in /v1/models) and the EOS text (/tokenizer_info, only where
+        vLLM runs with --enable-tokenizer-info-endpoint; a 404 is no error)."""
+        if self._discovered:
+            return
+        with self._discover_lock:
+            if self._discovered:
+                return
+            models = self._models or self.replicas.request("GET", "/v1/models")[0].get("data") or []
+            for m in models:
+                if m.get("id") == self._served_model or len(models) == 1:
+                    self._n_ctx = m.get("max_model_len") or self._n_ctx
+            try:
+                info, _ = self.replicas.request("GET", "/tokenizer_info")
+            except BackendError:
+                info = {}
+            eos = info.get("eos_token")
+            self.eos_token_ids |= self._server_eos_ids({"eos_text": (eos.get("content", "") if isinstance(eos, dict)
+                                                                     else eos) or ""})
+            self._discovered = True
+
+    @property
+    def n_ctx(self) -> int | None:
+        """The server's context size in tokens (None: it does not say)."""
+        self._discover()
+        return self._n_ctx
+
+    @property
+    def adds_bos(self) -> bool:
+        """Whether this model's tokenizer puts a BOS before a prompt. Text-only APIs put it
+        before a text prompt themselves (their aliases set ``bos_text = ""``)."""
+        if self._adds_bos is None:
+            self._adds_bos = bool(self.tokenize("", add_bos=True)) if self.token_ids else True
+        return self._adds_bos
+
+    def _server_eos_ids(self, props: dict) -> frozenset[int]:
+        """Ids of the EOS text the server (or the local tokenizer) names: one token, or nothing."""
+        text = props.get("eos_text") or ""
+        if not text:
+            return frozenset()
+        ids = self._local.tokenize(text, special=True) if self._local is not None else \
+            self._tokenize(text, add_bos=False, special=True)
+        return frozenset(ids) if len(ids) == 1 else frozenset()
 
     # --- Backend protocol: tokenizer
     def tokenize(self, text: str, *, add_bos: bool = False, special: bool = True) -> list[int]:
@@ -200,14 +243,16 @@ class OpenAIHTTPBackend:
 
     # --- Backend protocol: generate
     def generate(self, context: list[int] | str, max_tokens: int, sampling: SamplingConfig,
-                 rng: np.random.Generator, stop_before: Callable[[StepStats], bool] | None = None,
+                 rng: np.random.Generator, stop_before: StopBefore | None = None,
                  position: int = 0) -> Chunk:
         if not context:
             raise BackendError(f"backend {self.name!r}: empty context")
         if stop_before is not None and not self.has_stats:
             raise BackendError(f"backend {self.name!r}: a per-token policy needs per-token statistics, "
                                f"which this backend does not provide (top_logprobs = 0)")
-        want_probs = self.has_stats and (self.collect_stats or stop_before is not None)
+        # Top-N log-probabilities are asked for only when a per-token policy reads them:
+        # nothing else uses a chunk's statistics, and they cost the server time and bytes.
+        want_probs = self.has_stats and stop_before is not None
         seed = None if sampling.greedy else int(rng.integers(2**31 - 1))
         t = time.perf_counter()
         reply, replica = self._complete(context, max_tokens, sampling, seed, want_probs)
@@ -225,18 +270,24 @@ class OpenAIHTTPBackend:
             self.replicas.remember(context + (chunk.text or ""), replica)
         return chunk
 
-    def _chunk(self, reply: Reply, context, max_tokens: int, stop_before, position: int) -> Chunk:
+    def _chunk(self, reply: Reply, context, max_tokens: int, stop_before: StopBefore | None, position: int) -> Chunk:
         """Apply ``stop_before`` over the reply's tokens and build the Chunk (protocol steps 3-4)."""
         steps = reply.steps
         stats = [stats_from_top_logprobs(s.top, position + i) if s.top else None for i, s in enumerate(steps)]
         cut, stopped = len(steps), False
         if stop_before is not None:
             for i, st in enumerate(stats):
-                if st is not None and stop_before(st):  # a token the server gave no distribution for is not asked
+                # a token the server gave no distribution for is not asked
+                written = [s.token for s in steps[:i] if s.token is not None and not s.is_eos]
+                if st is not None and stop_before(st, written):
                     cut, stopped = i, True
                     break
         eos = reply.eos and not stopped
         kept = [i for i in range(cut) if not steps[i].is_eos][:max_tokens]
+        for j, i in enumerate(kept):  # an EOS the reply did not flag still ends the chunk, unreturned
+            if steps[i].token is not None and steps[i].token in self.eos_token_ids:
+                kept, eos, stopped = kept[:j], True, False
+                break
         chunk = Chunk(eos=eos, stopped=stopped)
         if not self.token_ids:
             chunk.text = reply.text if cut == len(steps) else "".join(steps[i].piece for i in kept)
@@ -271,38 +322,17 @@ class OpenAIHTTPBackend:
                 body["logprobs"] = n
             if self.server == "llama-cpp-python":  # its sampler defaults are not neutral
                 body.update(top_k=0, min_p=0.0, repeat_penalty=1.0)
+        if self.server == "vllm":
+            self._discover()
         reply, replica = self.replicas.request("POST", "/v1/completions", body, key=context)
-        return self._parse_openai(reply), replica
-
-    def _parse_openai(self, reply: dict) -> Reply:
         try:
-            choice = reply["choices"][0]
-        except (KeyError, IndexError, TypeError):
-            raise BackendError(f"backend {self.name!r}: reply has no choices: {one_line(reply)}") from None
-        lp = choice.get("logprobs") or {}
-        pieces = lp.get("tokens") or []
-        tops = lp.get("top_logprobs") or [None] * len(pieces)
-        ids = choice.get("token_ids")
-        if ids is None and pieces and all(isinstance(p, str) and p.startswith("token_id:") for p in pieces):
-            ids = [int(p.split(":", 1)[1]) for p in pieces]
-        if self.server == "vllm" and ids is None:
-            raise BackendError(f"backend {self.name!r}: the server returned no token ids "
-                               f"(a vLLM that knows return_tokens_as_token_ids is needed)")
-        usage = reply.get("usage") or {}
-        out = Reply(text=choice.get("text") or "", n_tokens=usage.get("completion_tokens"))
-        # vLLM reports an EOS as finish "stop" with no stop_reason; we never send stop strings.
-        out.eos = choice.get("finish_reason") == "stop" and choice.get("stop_reason") is None
-        cached = ((usage.get("prompt_tokens_details") or {}).get("cached_tokens")) or 0
-        out.prefill_tokens = max(0, int(usage.get("prompt_tokens") or 0) - int(cached))
-        n = len(ids) if ids is not None else len(pieces)
-        for i in range(n):
-            top = tops[i] if i < len(tops) else None
-            piece = pieces[i] if i < len(pieces) and not (ids is not None and self.server == "vllm") else ""
-            out.steps.append(Step(ids[i] if ids is not None else None, piece,
-                                  list(top.values()) if isinstance(top, dict) and top else None))
-        if out.eos and out.steps and out.steps[-1].token is not None and out.steps[-1].token in self.eos_token_ids:
-            out.steps[-1].is_eos = True
-        return out
+            out = parse_completion(reply, server=self.server, n_top=n, eos_ids=self.eos_token_ids)
+        except ReplyError as e:
+            raise BackendError(f"backend {self.name!r}: {e}: {self.replicas.line(reply)}") from None
+        last = out.steps[-1] if out.steps else None
+        if last is not None and last.is_eos and last.token is not None:
+            self.eos_token_ids |= {last.token}  # learnt: the same id ends later replies, whatever they say
+        return out, replica
 
     def _complete_llama_server(self, context, max_tokens, sampling, seed, n) -> tuple[Reply, int]:
         """llama-server's native /completion: prompt ids in, generated ids and per-token
@@ -313,26 +343,41 @@ class OpenAIHTTPBackend:
         if seed is not None:
             body["seed"] = seed
         reply, replica = self.replicas.request("POST", "/completion", body, key=context)
-        tokens = reply.get("tokens")
-        if tokens is None:
-            raise BackendError(f"backend {self.name!r}: llama-server returned no token ids (too old?)")
-        probs = reply.get("completion_probabilities") or []
-        out = Reply(text=reply.get("content", ""), eos=reply.get("stop_type") == "eos")
-        timings = reply.get("timings") or {}
-        out.prefill_tokens = int(timings.get("prompt_n", reply.get("tokens_evaluated", 0)) or 0)
-        if "prompt_ms" in timings:
-            out.prefill_s = float(timings["prompt_ms"]) / 1000.0
-        j = 0
-        for tok in tokens:
-            top = None
-            # A token that ends inside a UTF-8 character has no entry: its text is sent with the next.
-            if j < len(probs) and probs[j].get("id") == tok:
-                top = [c["logprob"] for c in probs[j].get("top_logprobs", [])] or None
-                j += 1
-            out.steps.append(Step(tok, "", top))
-        if out.eos and out.steps:
-            out.steps[-1].is_eos = True  # llama-server returns the EOG token itself
-        return out, replica
+        try:
+            return parse_llama_completion(reply, n_top=n), replica
+        except ReplyError as e:
+            raise BackendError(f"backend {self.name!r}: {e}") from None
+
+    # --- optional ability: teacher-forced scores (vLLM's prompt_logprobs)
+    def score(self, context: list[int], tokens: list[int], *, with_stats: bool = False) -> Scores:
+        """``Scores`` of ``tokens`` after ``context`` (protocol.py), from one vLLM request
+        with ``prompt_logprobs`` (top 1, or top N with ``with_stats``). vLLM computes
+        prompt log-probabilities for the whole prompt, cached prefix or not."""
+        if not self.can_score:
+            raise BackendError(f"backend {self.name!r} ({self.server} server) cannot score tokens: it returns no "
+                               f"prompt log-probabilities; serve the model with vLLM (prompt_logprobs)")
+        if not tokens:
+            return Scores(np.zeros(0), np.zeros(0, dtype=np.int64), [] if with_stats else None)
+        if not context:
+            raise BackendError(f"backend {self.name!r}: score needs a non-empty context")
+        self._discover()
+        full = list(context) + list(tokens)
+        n = self.settings.top_logprobs if with_stats and self.has_stats else 1
+        body = {"prompt": full, "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": n,
+                "return_tokens_as_token_ids": True}
+        if self._served_model:
+            body["model"] = self._served_model
+        t = time.perf_counter()
+        reply, replica = self.replicas.request("POST", "/v1/completions", body, key=full)
+        try:
+            logprobs, top1, tops = parse_prompt_logprobs(first_choice(reply), len(context), list(tokens), n_top=n)
+        except ReplyError as e:
+            raise BackendError(f"backend {self.name!r}: {e}: {self.replicas.line(reply)}") from None
+        self.replicas.remember(full, replica)
+        stats = [stats_from_top_logprobs(top, i) for i, top in enumerate(tops)] if with_stats else None
+        usage = reply.get("usage") or {}
+        return Scores(logprobs, top1, stats, prefill_tokens=int(usage.get("prompt_tokens") or len(full)),
+                      prefill_s=time.perf_counter() - t)
 
     def close(self) -> None:
         self.replicas.close()
