@@ -38,10 +38,13 @@ QWEN_SHA = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 PROBLEM = "What is the sum of the first 10 positive odd integers? Reason step by step."
 FIRE_AT = (3, 17, 33, 50)  # generated positions where the test policy consults (if the base is writing then)
 
-# Measured (see docs/benchmarks.md): llama.cpp Q4_K_M with quantized activations vs transformers with the
-# dequantized fp32 weights, same token ids. The largest gaps seen were well inside these bounds.
-ENTROPY_TOL = 0.15  # bits
-PROB_TOL = 0.05
+# Measured (bench/analyze_agreement.py, docs/findings.md): llama.cpp Q4_K_M (quantized activations, prompt
+# read in a batch, then token by token) vs transformers with the dequantized fp32 weights in one pass, same
+# token ids, 600 positions: median |entropy gap| 3e-4 bits, p99 0.063, max 0.17; |top_prob| max 0.065;
+# |margin| max 0.12; |varentropy| max 0.17. Bounds: above the largest gap seen, and a typical gap of 0.01.
+ENTROPY_TOL = 0.25  # bits, any one position
+PROB_TOL = 0.15  # top_prob and prob_top2_diff, any one position
+TYPICAL_TOL = 0.01  # the median entropy gap over the consults, bits
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +84,8 @@ def test_logit_statistics_match_the_engines_consult_stats(tf_qwen, qwen_row):
         assert mine["entropy"] == pytest.approx(s["entropy"], abs=ENTROPY_TOL), s
         assert mine["top_prob"] == pytest.approx(s["top_prob"], abs=PROB_TOL), s
         assert mine["prob_top2_diff"] == pytest.approx(s["margin"], abs=PROB_TOL), s
-        assert mine["varentropy"] == pytest.approx(s["varentropy"], abs=max(0.5, 0.25 * s["varentropy"])), s
-    print("max |entropy|, |top_prob|, |margin| gaps:", np.max(gaps, axis=0))
+        assert mine["varentropy"] == pytest.approx(s["varentropy"], abs=ENTROPY_TOL + 0.1 * s["varentropy"]), s
+    assert np.median([g[0] for g in gaps]) < TYPICAL_TOL, gaps
 
 
 def longest_line() -> dict:

@@ -53,7 +53,11 @@ def cmd_analyze(args) -> int:
         _require_cuda()
     outcome = run_analyze(settings)
     print(f"{output}: {outcome.ran} analysed, {outcome.skipped} resumed")
-    print(format_summary(summarize_groups(position_groups(outcome.rows))))
+    groups = position_groups(outcome.rows)
+    if not any(groups.values()):
+        print("no positions analysed: the run has no consults (--positions all analyses every generated position)")
+    else:
+        print(format_summary(summarize_groups(groups)))
     return 0
 
 
@@ -84,4 +88,6 @@ def cmd_plots(args) -> int:
                           varentropy_threshold=args.varentropy_threshold, traces=args.traces)
     for f in written:
         print(f)
+    if not written:
+        print(f"no figures: {path} has no analysed positions (a run without consults? try analyze --positions all)")
     return 0

@@ -201,9 +201,11 @@ def analysis_figures(rows: list[dict], *, entropy_threshold: float | None = None
 
 
 def write_plots(rows: list[dict], out_dir: Path, **kw) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = analysis_figures(rows, **kw)
+    if figures:
+        out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, png in analysis_figures(rows, **kw):
+    for name, png in figures:
         path = out_dir / name
         path.write_bytes(png)
         written.append(path)
