@@ -199,6 +199,21 @@ def test_resume_after_a_kill_gives_the_uninterrupted_output(smol_results, tmp_pa
         assert len(grid) == 30 and {len(g) for g in grid} == {9}  # SmolLM2-135M: 30 layers, 9 query heads
 
 
+def test_error_lines_are_copied_with_an_empty_result(smol_results, tmp_path):
+    rows = [json.loads(line) for line in smol_results.read_text().splitlines()[:2]]
+    failed = {**rows[0], "error": "BackendError: server down", "token_ids": None, "correct": None}
+    src = write(tmp_path / "in.jsonl", [rows[0], failed, rows[1]])
+    out = tmp_path / "out.jsonl"
+    proc = run_cli("analyze", "--stats_file", str(src), "--output_file", str(out), "--no_progress")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["analysis"]["line"] for r in got] == [1, 2, 3]
+    assert got[1]["analysis_result"] == [] and got[1]["acc"] == 0 and got[1]["error"] == failed["error"]
+    for r in (got[0], got[2]):
+        assert [it["position"] for it in r["analysis_result"]] == sorted(set(r["cheat_positions"]))
+        assert all(set(FIELDS) <= set(it) and "attn_entropy_by_layer_head" not in it for it in r["analysis_result"])
+
+
 def test_plots_draws_every_figure(smol_results, tmp_path):
     analysis = tmp_path / "a.jsonl"
     assert subprocess.run(analyze_cmd(smol_results, analysis), capture_output=True, timeout=600).returncode == 0
