@@ -1,15 +1,18 @@
 """Overhead of the guided loop over llama.cpp's own work (a benchmark, not a test).
 
-    python bench/overhead.py [--repeats 3] [--max_new_tokens 300]
+    python bench/overhead.py [--repeats 3] [--max_new_tokens 300] [--policies never,random,entropy,verify]
+    python bench/overhead.py --profile entropy      # cProfile of one run: where our time goes
 
-Runs a guided generation on the Qwen pair (random policy, c=10, k=10,
-step_size=10, per-token statistics on) and records every backend call: how
+For each policy, runs a guided generation on the Qwen pair (c=10, k=10, step_size=10;
+entropy at threshold 2.5, verify with top-1 disagreement) and records every backend call: how
 many tokens each model read in a batch (prompt, catch-up) and how many it
 generated. The floor is that same work done one call after another at
 llama.cpp's own speed, measured here with raw ``Llama.eval`` on the same
 models: each batch read at the rate llama.cpp achieves for a batch of *that
 size* (chunk sizes matter: small catch-ups run far below prompt-sized rates),
-each generated token at the single-token decode rate. overhead = wall / floor.
+each generated token at the single-token decode rate; verify's scoring reads (the
+oracle teacher-forcing each base step) count at the batch rate of their size.
+overhead = wall / floor.
 
 The guided run and the floor measurements alternate, and the minimum of each
 over the repeats is used, so a busy machine inflates both sides alike.
@@ -19,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import time
 from collections import Counter
 
@@ -45,6 +47,11 @@ class Recorder:
         chunk = self.inner.generate(*args, **kw)
         self.calls.append((chunk.prefill_tokens, chunk.decode_tokens))
         return chunk
+
+    def score(self, *args, **kw):
+        scores = self.inner.score(*args, **kw)
+        self.calls.append((scores.prefill_tokens, 0))
+        return scores
 
 
 def eval_time(backend, prefix: list[int], new: list[int], reps: int = 3) -> float:
@@ -79,18 +86,18 @@ def floor_seconds(backend, calls, context: list[int]) -> tuple[float, dict]:
     return total, {"decode_ms": round(decode * 1e3, 2), "prefill_tok_s": rates}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--max_new_tokens", type=int, default=300)
-    ap.add_argument("--no_stats", action="store_true")
-    args = ap.parse_args()
+POLICY_CONFIGS = {
+    "never": dict(policy="never"),
+    "random": dict(policy="random"),
+    "entropy": dict(policy="entropy", threshold=2.5),
+    "verify": dict(policy="verify"),
+}
 
-    pair = load_pair("0.5B", "1.5B", collect_stats=not args.no_stats)
-    config = GenerationConfig(policy="random", c=10, k=10, step_size=10, max_new_tokens=args.max_new_tokens,
-                              seed=0, collect_stats=not args.no_stats)
-    prompt = chat_prompt(pair.base, PROBLEM)
-    walls, floors, detail = [], [], {}
+
+def run_policy(pair, prompt: str, name: str, args) -> dict:
+    config = GenerationConfig(c=10, k=10, step_size=10, max_new_tokens=args.max_new_tokens, seed=0,
+                              **POLICY_CONFIGS[name])
+    walls, floors = [], []
     for _ in range(args.repeats):
         base, oracle = Recorder(pair.base), Recorder(pair.oracle)
         for b in (pair.base, pair.oracle):  # cold caches: every run reads its prompt
@@ -98,21 +105,46 @@ def main() -> None:
         trace = guided_generate(prompt, base, oracle, config)
         walls.append(trace.timings.generation_s)
         context = pair.base.tokenize(prompt, add_bos=True) + trace.token_ids
-        fb, db = floor_seconds(pair.base, base.calls, context)
-        fo, do = floor_seconds(pair.oracle, oracle.calls, context)
+        fb, _ = floor_seconds(pair.base, base.calls, context)
+        fo, _ = floor_seconds(pair.oracle, oracle.calls, context) if oracle.calls else (0.0, None)
         floors.append(fb + fo)
-        detail = {"base": db, "oracle": do, "base_calls": base.calls, "oracle_calls": oracle.calls}
     wall, floor = min(walls), min(floors)
     n = trace.total_tokens_generated
-    report = {
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {__import__('os').cpu_count()} cores",
-        "tokens": n, "base_tokens": trace.base_tokens, "oracle_tokens": trace.oracle_tokens,
-        "consults": len(trace.cheat_positions), "stats": not args.no_stats,
-        "wall_s": round(wall, 3), "floor_s": round(floor, 3), "overhead": round(wall / floor, 3),
-        "ms_per_token": round(1e3 * wall / n, 1), "walls": [round(w, 2) for w in walls],
-        "floors": [round(f, 2) for f in floors], "median_overhead": round(statistics.median(walls) / statistics.median(floors), 3),
-        "detail": {k: v for k, v in detail.items() if not k.endswith("calls")},
-    }
+    return {"policy": name, "tokens": n, "oracle_tokens": trace.oracle_tokens, "consults": len(trace.cheat_positions),
+            "rejected": trace.rejected_tokens, "wall_s": round(wall, 3), "floor_s": round(floor, 3),
+            "overhead": round(wall / floor, 3), "ms_per_token": round(1e3 * wall / n, 1),
+            "walls": [round(w, 2) for w in walls], "floors": [round(f, 2) for f in floors]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--max_new_tokens", type=int, default=300)
+    ap.add_argument("--policies", default="never,random,entropy,verify")
+    ap.add_argument("--profile", default=None, help="cProfile one run of this policy instead")
+    args = ap.parse_args()
+
+    pair = load_pair("0.5B", "1.5B")
+    prompt = chat_prompt(pair.base, PROBLEM)
+    if args.profile:
+        import cProfile
+        import pstats
+
+        config = GenerationConfig(c=10, k=10, step_size=10, max_new_tokens=args.max_new_tokens, seed=0,
+                                  **POLICY_CONFIGS[args.profile])
+        prof = cProfile.Profile()
+        prof.enable()
+        guided_generate(prompt, pair.base, pair.oracle, config)
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(18)
+        return
+    rows = []
+    for name in args.policies.split(","):  # each row as it finishes: a cut-short run keeps what it measured
+        rows.append(run_policy(pair, prompt, name, args))
+        print(json.dumps(rows[-1]), flush=True)
+    report = {"machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {__import__('os').cpu_count()} cores",
+              "threads": pair.base.llm.n_threads if hasattr(pair.base.llm, "n_threads") else None,
+              "repeats": args.repeats, "max_new_tokens": args.max_new_tokens, "runs": rows}
     print(json.dumps(report, indent=1))
 
 

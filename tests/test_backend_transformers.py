@@ -109,3 +109,83 @@ def test_attention_weights(tf_smol, smol):
     for a in att:
         np.testing.assert_allclose(a.sum(-1), 1.0, atol=1e-4)  # each query's weights are a distribution
         assert np.allclose(np.triu(a, k=1), 0.0)  # causal: nothing attends to the future
+
+
+# --- Gemma-3: sliding-window layers (512 tokens) --------------------------------------------------------------
+# Five of every six Gemma-3 layers attend to the last 512 tokens only, and transformers keeps only
+# that window of their states. Past it, a rollback cannot crop the cache (the states it would need
+# again are gone): the backend must re-evaluate instead of failing or reading a wrong cache.
+
+WINDOW = 512
+
+
+def arithmetic(n: int, start: int) -> str:
+    """A long, predictable text: n lines of sums (the model continues them with confidence)."""
+    return "".join(f"{a} + {a + 3} = {2 * a + 3}\n" for a in range(start, start + n))
+
+
+@pytest.fixture(scope="module")
+def tf_gemma():
+    return TransformersBackend("gemma3-270m")
+
+
+def greedy(backend, ctx, n):
+    return backend.generate(ctx, n, GREEDY, np.random.default_rng(0)).tokens
+
+
+def test_gemma_has_sliding_window_layers_of_512(tf_gemma):
+    cfg = tf_gemma.model.config
+    assert cfg.sliding_window == WINDOW
+    assert cfg.layer_types.count("sliding_attention") == 15 and cfg.layer_types.count("full_attention") == 3
+
+
+def test_gemma_generation_across_the_window_equals_llama_cpp(tf_gemma, gemma):
+    ctx = gemma.tokenize(arithmetic(60, 10), add_bos=True)
+    ctx = ctx[: WINDOW - 8]  # generation crosses token 512 after 8 tokens
+    fresh(tf_gemma)
+    fresh(gemma)
+    a = greedy(tf_gemma, ctx, 24)
+    assert len(tf_gemma.ids) > WINDOW
+    assert a == greedy(gemma, ctx, 24)
+    # The cache that crossed the window gives the logits a fresh pass over the same tokens gives.
+    incremental = tf_gemma.logits()
+    held = list(tf_gemma.ids)
+    fresh(tf_gemma)
+    tf_gemma.sync(held)
+    np.testing.assert_allclose(incremental, tf_gemma.logits(), atol=2e-3)
+
+
+def test_gemma_rollback_past_the_window(tf_gemma, gemma):
+    ctx = gemma.tokenize(arithmetic(45, 200), add_bos=True)
+    assert len(ctx) > WINDOW + 60
+    fresh(tf_gemma)
+    fresh(gemma)
+    assert tf_gemma.sync(ctx) == len(ctx)
+    # Back 40 tokens (still past the window) and on with another text: exact, and equal to llama.cpp.
+    other = ctx[:-40] + gemma.tokenize("7 + 10 = 17\n8 + 11 =")
+    evaluated = tf_gemma.sync(other)
+    assert evaluated == len(other)  # re-evaluated from the start: the cropped states were gone
+    assert tf_gemma.ids == other
+    rolled = tf_gemma.logits()
+    a = greedy(tf_gemma, other, 12)
+    assert a == greedy(gemma, other, 12)
+    fresh(tf_gemma)
+    tf_gemma.sync(other)
+    np.testing.assert_allclose(rolled, tf_gemma.logits(), atol=2e-3)
+    # A rollback before the window is full still keeps the common prefix (no re-evaluation).
+    short = ctx[:100]
+    fresh(tf_gemma)
+    tf_gemma.sync(short)
+    assert tf_gemma.sync(short[:-10] + [short[-1]]) == 1
+
+
+def test_gemma_second_problem_on_the_same_backend(tf_gemma, gemma):
+    first = gemma.tokenize("Question: " + arithmetic(50, 3), add_bos=True)
+    second = gemma.tokenize("Question: " + arithmetic(45, 500), add_bos=True)
+    assert len(first) > WINDOW and len(second) > WINDOW
+    fresh(tf_gemma)
+    greedy(tf_gemma, first, 8)  # the first problem leaves a cache longer than the window
+    fresh(gemma)
+    a = greedy(tf_gemma, second, 16)
+    assert a == greedy(gemma, second, 16)
+    assert tf_gemma.ids == second + a

@@ -1,6 +1,8 @@
 """Config validation: every bad value gives one line naming it and what is allowed."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from guided_inference.config import ConfigError, GenerationConfig, SamplingConfig
@@ -31,6 +33,25 @@ def test_defaults_are_valid_and_frozen():
     config = GenerationConfig()
     assert (config.c, config.k, config.step_size, config.p, config.policy) == (5, 10, 10, 0.5, "random")
     assert config.base_sampling == SamplingConfig(0.0, 1.0) and config.base_sampling.greedy
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         config.c = 3
     assert config.params()["stop"] == [] and config.replace(c=0).c == 0
+
+
+def test_every_field_has_its_help_beside_its_default_and_a_flag():
+    from guided_inference.cli import INTERNAL_FIELDS, build_parser
+
+    parser = build_parser()
+    gen = next(a for a in parser._subparsers._group_actions[0].choices.values() if a.prog.endswith("generate"))
+    dests = {a.dest: a for a in gen._actions}
+    for f in dataclasses.fields(GenerationConfig):
+        assert f.metadata.get("help"), f"{f.name} has no help text"
+        if f.name not in INTERNAL_FIELDS:
+            assert f.name in dests and f.metadata["help"] in dests[f.name].help
+
+
+def test_params_record_every_policy_parameter():
+    d = GenerationConfig(policy="rolling_entropy", threshold=1.2, window=8, cooldown=4).params()
+    assert (d["policy"], d["threshold"], d["window"], d["cooldown"]) == ("rolling_entropy", 1.2, 8, 4)
+    assert {"quadrant", "entropy_threshold", "varentropy_threshold", "consult", "router", "router_sha256",
+            "threshold_source", "save_stats"} <= set(d)

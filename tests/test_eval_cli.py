@@ -5,6 +5,7 @@ both base and oracle, so one model is loaded; consults still alternate the sourc
 """
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,8 +16,10 @@ import pytest
 
 from guided_inference.config import GenerationConfig
 from guided_inference.evaluation.results import read_rows
+from guided_inference.evaluation.sweep import SWEEP_HEADER
 from guided_inference.models import CATALOGUE
 from guided_inference.tasks import get_task
+from report_numbers import check_compare, check_row, table_rows
 
 MODEL = "smollm2-135m"
 PAIR = ["--base_model", MODEL, "--oracle_model", MODEL]
@@ -91,10 +94,13 @@ def test_every_field_of_a_real_eval(tmp_path):
                   "--step-size", 4, "--max-new-tokens", 12, "--concurrency", 2, "--verbose", "--output-file", out,
                   env={"FORCE_COLOR": "1"})
     assert "--concurrency 2 ignored: backend 'smollm2-135m' runs one problem at a time" in proc.stderr
-    assert f"[{ORDER[2]}] wrong: answer None" in proc.stdout or f"[{ORDER[2]}] correct" in proc.stdout
     assert "\x1b[34m" in proc.stdout and "\x1b[31m" in proc.stdout  # --verbose: oracle blue, base red
-    assert "| fields | 2 |" in proc.stdout and f"{out}: 2 run, 0 resumed" in proc.stdout
+    assert f"{out}: 2 run, 0 resumed" in proc.stdout
     rows = read_rows(out)
+    for r in rows:  # --verbose prints each verdict as the file records it
+        verdict = "correct" if r["correct"] else "wrong"
+        assert f"[{r['unique_id']}] {verdict}: answer {r['parsed_answer']!r}, gold {r['ground_truth']!r}" in proc.stdout
+    check_row(table_rows(proc.stdout)["fields"], rows)
     params = GenerationConfig(c=2, k=3, step_size=4, max_new_tokens=12).params()
     assert [r["unique_id"] for r in rows] == ORDER[2:4]
     for r in rows:
@@ -184,18 +190,60 @@ def test_sweep_report_compare_grade(short_data, tmp_path):
     assert again.stdout.splitlines()[:5] == lines[:5]
     assert {f: f.stat().st_mtime_ns for f in files} == stamps
 
-    report = guided("report", *files).stdout
-    assert report.count("\n") == 5 and "file-short.jsonl_smollm2-135m_smollm2-135m_never_c0_k3" in report
+    # The commands' numbers, recomputed from the files' rows (tests/report_numbers.py).
+    runs = {f: read_rows(f) for f in files}
+    for point in lines[2:5]:  # the sweep table: k, c, policy, n, accuracy, 95% CI, oracle share, tokens, trunc
+        cells = dict(zip(SWEEP_HEADER, (c.strip() for c in point.strip("|").split("|"))))
+        path = next(f for f in files if f"_{cells['policy']}_" in f.name)
+        check_row(cells | {"oracle": cells["oracle share"]}, runs[path])
+    report = table_rows(guided("report", *files).stdout)
+    assert sorted(report) == sorted(f.stem for f in files)
+    for f in files:
+        check_row(report[f.stem], runs[f])
+    assert report[files[0].stem]["oracle"] == "100.0%" and report[files[1].stem]["oracle"] == "0.0%"
     one = guided("report", "--by", "level", files[1]).stdout
-    assert one.count("\n") == 3  # no levels in this file: no breakdown printed
-    cmp = guided("compare", files[1], files[0]).stdout
-    assert cmp.startswith("shared problems: 2 (left out: 0")
-    assert "paired bootstrap 95% CI" in cmp
+    assert "by level" not in one  # no levels in this file: no breakdown printed
+    check_row(table_rows(one)[files[1].stem], runs[files[1]])
+    check_compare(guided("compare", files[1], files[0]).stdout, runs[files[1]], runs[files[0]])
     regraded = guided("grade", files[2]).stdout
     assert regraded.strip() == f"{files[2]}: re-graded 2 row(s), 0 verdict(s) changed"
-    html = tmp_path / "r.html"
-    guided("report", "--html", html, *files)
-    assert html.read_text(encoding="utf-8").count('class="problem ') == 6
+    html_file = tmp_path / "r.html"
+    guided("report", "--html", html_file, *files)
+    page = html_file.read_text(encoding="utf-8")
+    assert page.count('class="problem ') == 6
+    summary = page.split("<h2>Summary</h2>")[1].split("</table>")[0]
+    cells = [re.findall(r"<t[hd]>(.*?)</t[hd]>", tr) for tr in re.findall(r"<tr>(.*?)</tr>", summary)]
+    for row in cells[1:]:
+        check_row(dict(zip(cells[0], row)), runs[out_dir / f"{row[0]}.jsonl"])
+
+
+def test_a_grading_timeout_is_wrong_and_reported(tmp_path):
+    """A whole run whose grading times out: the line says so, counts as wrong, and `report` says how many.
+
+    Qwen 0.5B answers "What is 2+3?" with a boxed 5 (greedy); grading it with a
+    timeout of 1 microsecond cannot finish (math-verify parses for milliseconds).
+    """
+    data = tmp_path / "one.jsonl"
+    data.write_text(json.dumps({"problem": "What is 2+3?", "answer": "5", "unique_id": "add"}) + "\n")
+    out = tmp_path / "timeout.jsonl"
+    proc = guided("eval", "--base_model", "0.5B", "--oracle_model", "0.5B", "--data", data, "--policy", "never",
+                  "--c", 0, "--max_new_tokens", 80, "--grade_timeout", "0.000001", "--no_progress", "--output_file", out)
+    [row] = read_rows(out)
+    assert row["parsed_answer"] == "5", f"the model's answer changed: {row['result']!r}"
+    assert (row["grade_timeout"], row["correct"], row["error"]) == (True, False, None)
+    assert "1 grading timeout(s)" in proc.stdout
+    report = guided("report", out).stdout
+    assert table_rows(report)["timeout"]["accuracy"] == "0.0%"
+    assert "timeout: 1 grading timeout(s), counted as wrong" in report.splitlines()
+    # Re-graded with time to finish, the same answer is right: the timeout alone made it wrong.
+    os.chmod(out, 0o644)
+    regraded = guided("grade", out).stdout
+    assert regraded.strip() == f"{out}: re-graded 1 row(s), 1 verdict(s) changed"
+    [row] = read_rows(out)
+    assert (row["grade_timeout"], row["correct"]) == (False, True)
+    assert os.stat(out).st_mode & 0o777 == 0o644  # rewritten in place, mode kept (mkstemp would give 0600)
+    report = guided("report", out).stdout
+    assert table_rows(report)["timeout"]["accuracy"] == "100.0%" and "grading timeout" not in report
 
 
 @pytest.mark.parametrize("args,message", [
@@ -209,12 +257,20 @@ def test_sweep_report_compare_grade(short_data, tmp_path):
     (["sweep", "--k", "0"], "error: k must be a comma-separated list of integers >= 1, got '0'"),
     (["compare", "a.jsonl", "b.jsonl"], "error: cannot read results file a.jsonl"),
     (["grade", "missing.jsonl"], "error: results file missing.jsonl does not exist"),
-    (["report", "--by", "colour", "missing.jsonl"], "error: cannot read results file missing.jsonl"),
+    (["report", "missing.jsonl"], "error: cannot read results file missing.jsonl"),
+    # a real file, so that the --by check is what fails; it fails before anything is printed
+    (["report", "--by", "colour", "results.jsonl"],
+     "error: by must be a comma list of level, subject, or none; got 'colour'"),
 ])
 def test_bad_input_is_one_line_naming_the_value(args, message, tmp_path):
+    (tmp_path / "results.jsonl").write_text(json.dumps({"unique_id": "a", "correct": True, "error": None,
+                                                        "level": 1, "total_tokens_generated": 3}) + "\n")
     proc = subprocess.run([sys.executable, "-m", "guided_inference.cli", *args, "--base_model", "no-such-model"]
                           if args[0] in ("eval", "sweep") else
                           [sys.executable, "-m", "guided_inference.cli", *args],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.startswith(message) and proc.stderr.count("\n") == 1
+    if args[0] == "report":
+        assert proc.stdout == ""  # nothing printed before the error
+        assert (tmp_path / "results.jsonl").read_text().count("\n") == 1  # the input is left alone

@@ -1,6 +1,8 @@
 """Datasets and selection: shipped files, loaders, malformed lines, the Meta format, shards."""
 import hashlib
 import json
+import math
+import re
 import subprocess
 import sys
 
@@ -42,10 +44,22 @@ def test_math500_is_a_subset_of_math_with_the_same_answers():
         assert full[p.unique_id].answer == p.answer and full[p.unique_id].level == p.level
 
 
-def test_gsm8k_gold_drops_thousands_separators():
-    answers = [p.answer for p in get_task("gsm8k").load()]
-    assert all("," not in a for a in answers)
-    assert all(float(a) == float(a) for a in answers)  # every gold answer is a number
+def test_gsm8k_gold_is_a_plain_number_without_thousands_separators():
+    problems = get_task("gsm8k").load()
+    raw = [json.loads(line)["answer"].rsplit("####", 1)[1].strip()
+           for line in shipped("gsm8k_test.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(raw) == len(problems) == 1319
+    for p, r in zip(problems, raw):
+        # every gold answer is an integer written plainly (the file has no decimals), and a finite number
+        assert re.fullmatch(r"-?\d+", p.answer), (p.unique_id, p.answer)
+        assert math.isfinite(float(p.answer)) and int(p.answer) == float(p.answer)
+        # the same digits as the file's final answer, only the separators gone
+        assert p.answer == r.replace(",", "")
+    separated = {p.unique_id: (r, p.answer) for p, r in zip(problems, raw) if "," in r}
+    assert len(separated) == 14
+    assert all(re.fullmatch(r"\d{1,3}(,\d{3})+", r) for r, _ in separated.values())  # true thousands groups
+    assert separated["gsm8k/test/147"] == ("2,125", "2125")
+    assert separated["gsm8k/test/612"] == ("1,450,000", "1450000")
 
 
 def test_prompt_asks_for_a_boxed_answer():

@@ -107,3 +107,24 @@ def test_check_same_run_names_file_line_and_field(tmp_path):
         with pytest.raises(ResultsError) as e:
             check_same_run(rf, KEY)
     assert str(e.value).startswith(f"{p}:2 was made with a different configuration (config.k: 5 in the file, 10 now)")
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o664], ids=oct)
+def test_rewrite_keeps_the_files_mode(tmp_path, mode):
+    # mkstemp creates 0600: a rewrite (retry of error lines, `guided grade`) must not narrow the file's mode.
+    p = tmp_path / "r.jsonl"
+    p.write_text(lines(ROW1, ROW2))
+    os.chmod(p, mode)
+    with ResultsFile.open(p) as rf:
+        rf.rewrite([ROW2])
+    assert os.stat(p).st_mode & 0o7777 == mode
+    assert [r["unique_id"] for r in read_rows(p)] == ["b"]
+
+
+def test_write_atomic_of_a_new_file_gets_the_umask_mode(tmp_path):
+    old = os.umask(0o027)
+    try:
+        write_atomic(tmp_path / "new.jsonl", [ROW1])
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "new.jsonl").st_mode & 0o7777 == 0o640  # 0644 less the umask, as open() would give

@@ -105,7 +105,7 @@ def test_http_backend_runs_n_problems_in_flight(task, tmp_path, smol):
     with LlamaServer("smollm2-135m") as srv:
         http = OpenAIHTTPBackend([srv.url], name="smol-http", tokenizer="smollm2-135m", tokenizer_family="smollm2",
                                  settings=HTTPSettings(top_logprobs=0))
-        config = CONFIG.replace(collect_stats=False)
+        config = CONFIG  # statistics are only computed when a policy reads them
         run(task, http, tmp_path / "seq.jsonl", config)
         backend = Watch(http)
         outcome, logs = run(task, backend, tmp_path / "par.jsonl", config, concurrency=3)

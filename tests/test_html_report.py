@@ -3,6 +3,7 @@
 Chromium is required (CI installs Debian's ``chromium``); without it these tests fail
 with the install command rather than skip.
 """
+import html
 import json
 import re
 import shutil
@@ -14,6 +15,7 @@ import pytest
 
 from guided_inference.evaluation.html import render_html, trace_html
 from guided_inference.trace import BASE, ORACLE, Timings, Trace, split_segments
+from report_numbers import check_row
 
 STATS = {"position": 7, "entropy": 2.3125, "varentropy": 0.5, "top_prob": 0.41, "margin": 0.07, "n_support": 49152}
 
@@ -136,11 +138,25 @@ def test_trace_html_marks_each_consult_with_its_statistics():
     assert trace_html(RUN_B[0]).count('title="consult ') == 2
 
 
+def cells_of(table_html: str) -> list[list[str]]:
+    return [[html.unescape(c) for c in re.findall(r"<t[hd]>(.*?)</t[hd]>", tr)]
+            for tr in re.findall(r"<tr>(.*?)</tr>", table_html)]
+
+
 def test_render_html_tables_and_breakdowns():
     text = render_html([("a", RUN_A), ("b", RUN_B)])
     assert text.startswith("<!doctype html>") and text.endswith("</html>")
-    assert "a: by level" in text  # two levels in run a
-    assert "<td>66.7%</td>" in text  # a: 2 of 3 correct
+    # The summary's numbers, recomputed from the rows (n, accuracy, Wilson CI, oracle share, tokens).
+    summary = cells_of(text.split("<h2>Summary</h2>")[1].split("</table>")[0])
+    assert [r[0] for r in summary[1:]] == ["a", "b"]
+    for row, rows in zip(summary[1:], (RUN_A, RUN_B)):
+        check_row(dict(zip(summary[0], row)), rows)
+    assert summary[1][1:3] == ["3", "66.7%"] and summary[2][1:3] == ["2", "50.0%"]  # b: the error row is not graded
+    # a by level: level 1 has p1 (right), level 2 has p2 (wrong) and p3 (right)
+    levels = cells_of(text.split("<h3>a: by level</h3>")[1].split("</table>")[0])
+    assert [r[:3] for r in levels[1:]] == [["1", "1", "100.0%"], ["2", "2", "50.0%"]]
+    for row in levels[1:]:
+        check_row(dict(zip(levels[0], row)), [r for r in RUN_A if str(r["level"]) == row[0]])
 
 
 # --- the analysis section: a real `guided analyze` output, its plots embedded and decoded by Chromium

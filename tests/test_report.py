@@ -1,7 +1,16 @@
-"""Statistics over result rows: Wilson intervals, paired bootstrap, summaries, breakdowns, comparisons."""
+"""Statistics over result rows: Wilson intervals, paired bootstrap, summaries, breakdowns, comparisons;
+then `guided report` / `compare` / `report --html` on the committed results files, their numbers
+recomputed from the raw rows (tests/report_numbers.py)."""
+import html
 import math
+import re
+from pathlib import Path
 
 import pytest
+
+from conftest import run_cli
+from guided_inference.evaluation.results import read_rows
+from report_numbers import check_compare, check_row, exact_bootstrap_quantiles, table_rows
 
 from guided_inference.evaluation.report import (compare, format_breakdown, format_comparison, format_table, latest,
                                                  paired_bootstrap, summarize, breakdown, wilson)
@@ -124,3 +133,72 @@ def test_tables_render_every_row():
     assert t.count("\n") == 3 and "50.0%" in t
     b = format_breakdown(ROWS + [row("g", False, level=None)], "level")
     assert "| 3 " in b and "| - " in b
+
+
+# --- The commands' numbers on the committed results files (real runs, n = 100 each) ----------------------
+
+RESULTS = Path(__file__).resolve().parent.parent / "results" / "math500-first100"
+FILES = {name: RESULTS / f"math500_0.5B_1.5B_{name}.jsonl" for name in ("never_c0_k10", "random_c20_k10",
+                                                                       "always_c103_k10")}
+
+
+@pytest.fixture(scope="module")
+def raw():
+    return {name: read_rows(path) for name, path in FILES.items()}
+
+
+def test_report_numbers_equal_the_files(raw):
+    proc = run_cli("report", *map(str, FILES.values()))
+    assert proc.returncode == 0, proc.stderr
+    table = table_rows(proc.stdout)
+    assert sorted(table) == [f"math500_0.5B_1.5B_{name}" for name in sorted(FILES)]
+    for name, rows in raw.items():
+        check_row(table[f"math500_0.5B_1.5B_{name}"], rows)
+    # and the values the docs quote, so a silent change of the files cannot pass either
+    assert [table[f"math500_0.5B_1.5B_{n}"]["accuracy"] for n in FILES] == ["8.0%", "20.0%", "44.0%"]
+
+
+def test_report_by_level_numbers_equal_the_files(raw):
+    rows = raw["random_c20_k10"]
+    proc = run_cli("report", "--by", "level", str(FILES["random_c20_k10"]))
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout.split("by level:")[1]
+    table = table_rows(text)
+    levels = sorted({r["level"] for r in rows})
+    assert sorted(table) == [str(v) for v in levels]
+    for level in levels:
+        check_row(table[str(level)], [r for r in rows if r["level"] == level])
+    assert sum(int(table[str(v)]["n"]) for v in levels) == 100
+
+
+@pytest.mark.parametrize("a,b", [("never_c0_k10", "random_c20_k10"), ("random_c20_k10", "always_c103_k10"),
+                                 ("never_c0_k10", "always_c103_k10")])
+def test_compare_numbers_equal_the_files(raw, a, b):
+    proc = run_cli("compare", str(FILES[a]), str(FILES[b]))
+    assert proc.returncode == 0, proc.stderr
+    check_compare(proc.stdout, raw[a], raw[b])
+
+
+def test_html_summary_numbers_equal_the_files(raw, tmp_path):
+    out = tmp_path / "r.html"
+    proc = run_cli("report", "--html", str(out), *map(str, FILES.values()))
+    assert proc.returncode == 0, proc.stderr
+    page = out.read_text(encoding="utf-8")
+    summary = page.split("<h2>Summary</h2>")[1].split("</table>")[0]
+    cells = [[html.unescape(c) for c in re.findall(r"<t[hd]>(.*?)</t[hd]>", tr)]
+             for tr in re.findall(r"<tr>(.*?)</tr>", summary)]
+    header, body = cells[0], cells[1:]
+    assert len(body) == 3
+    for row in body:
+        check_row(dict(zip(header, row)), raw[row[0].removeprefix("math500_0.5B_1.5B_")])
+    # one problem block per row of each file, with its verdict
+    for name, rows in raw.items():
+        section = page.split(f'<section class="run"><h3>math500_0.5B_1.5B_{name}</h3>')[1].split("</section>")[0]
+        assert section.count('<div class="problem correct"') == sum(r["correct"] is True for r in rows)
+        assert section.count('<div class="problem wrong"') == sum(r["correct"] is False for r in rows)
+
+
+def test_exact_bootstrap_reference_matches_the_binomial_case():
+    # The reference used above, on the case the bootstrap test at the top checks by other means.
+    a, b = [False] * 200, [True] * 20 + [False] * 180
+    assert exact_bootstrap_quantiles(a, b) == [_binom_quantile(200, 0.1, 0.025) / 200, _binom_quantile(200, 0.1, 0.975) / 200]

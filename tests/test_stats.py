@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from guided_inference.backends.protocol import sample_token
+from guided_inference.backends.cached import sample_token
 from guided_inference.config import SamplingConfig
 from guided_inference.stats import stats_from_logits, stats_from_top_logprobs
 

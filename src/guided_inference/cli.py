@@ -23,23 +23,6 @@ from . import __version__
 from .config import GenerationConfig, GuidedError
 from .trace import Trace
 
-HELP = {
-    "c": "max consults of the oracle (budget)",
-    "k": "oracle tokens per consult",
-    "step_size": "base tokens between decision points",
-    "max_new_tokens": "max tokens generated in all",
-    "temperature": "base sampling temperature (0 = greedy)",
-    "top_p": "base nucleus sampling",
-    "oracle_temperature": "oracle sampling temperature (0 = greedy)",
-    "oracle_top_p": "oracle nucleus sampling",
-    "seed": "seed for the policy and sampling generators",
-    "stop": "stop string (repeatable)",
-    "policy": "when to consult: never, always, random, ramp",
-    "p": "consult probability of the random policy (ramp: its maximum)",
-    "collect_stats": "compute per-token entropy/varentropy/top-prob/margin",
-}
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, not a usage dump
         self.exit(2, f"error: {message}\n")
@@ -57,28 +40,52 @@ def add_model_flags(parser) -> None:
     flag(parser, "n_ctx", type=int, default=4096, help="context size per model")
 
 
+INTERNAL_FIELDS = ("router_sha256", "threshold_source")  # filled in by the library, not flags
+_TYPES = {"int": int, "float": float, "str": str}
+
+
 def add_generation_flags(parser) -> None:
-    """One flag per GenerationConfig field, defaults None so 'not given' is visible."""
+    """One flag per GenerationConfig field (help and default from the field), defaults None
+    so 'not given' is visible."""
     for f in dataclasses.fields(GenerationConfig):
-        if f.name == "policy_params":
+        if f.name in INTERNAL_FIELDS:
             continue
+        help_text = f.metadata.get("help", "")
+        kind = str(f.type).replace(" | None", "")
         if f.name == "stop":
-            flag(parser, "stop", action="append", default=None, help=HELP[f.name])
-        elif f.name == "collect_stats":
-            flag(parser, "no_stats", action="store_true", help="do not compute per-token statistics")
+            flag(parser, "stop", action="append", default=None, help=help_text)
+        elif kind == "bool":
+            flag(parser, f.name, action="store_true", default=None, help=help_text)
         else:
-            flag(parser, f.name, type=type(f.default), default=None, help=f"{HELP[f.name]} (default {f.default})")
+            shown = "" if f.default is None else f" (default {f.default})"
+            flag(parser, f.name, type=_TYPES[kind], default=None, help=help_text + shown)
+    flag(parser, "calibration", default=None, help="use the threshold of this file (guided calibrate)")
 
 
 def generation_config(args) -> GenerationConfig:
-    """Build the config from parsed flags; only given flags override defaults."""
+    """Build the config from parsed flags; only given flags override defaults.
+
+    ``--threshold`` is recorded as coming from the flag, ``--calibration F`` as coming from
+    that file (with its sha256); ``--router F`` records the file's sha256, so resuming a run
+    notices a changed router."""
     given = {}
     for f in dataclasses.fields(GenerationConfig):
         value = getattr(args, f.name, None)
-        if value is not None:
+        if value is not None and f.name not in INTERNAL_FIELDS:
             given[f.name] = tuple(value) if f.name == "stop" else value
-    if getattr(args, "no_stats", False):
-        given["collect_stats"] = False
+    if "threshold" in given:
+        given["threshold_source"] = "flag"
+    if getattr(args, "calibration", None):
+        from .calibration import apply_calibration
+
+        given = apply_calibration(args.calibration, given)
+    if given.get("router"):
+        from .models import file_sha256
+        from pathlib import Path
+
+        if not Path(given["router"]).is_file():
+            raise GuidedError(f"router file not found: {given['router']!r}")
+        given["router_sha256"] = file_sha256(Path(given["router"]))
     # `always` means oracle only unless the user set a budget: enough consults to cover everything.
     if given.get("policy") == "always" and "c" not in given:
         mnt = given.get("max_new_tokens", GenerationConfig.max_new_tokens)
@@ -109,7 +116,7 @@ def cmd_generate(args) -> int:
     if not args.prompt:
         raise GuidedError("--prompt is required and must be non-empty, got ''" if args.prompt == "" else "--prompt is required")
     config = generation_config(args)
-    pair = load_pair(args.base_model, args.oracle_model, n_ctx=args.n_ctx, collect_stats=config.collect_stats)
+    pair = load_pair(args.base_model, args.oracle_model, n_ctx=args.n_ctx)
     trace = run_prompt(pair, args.prompt, config, raw=args.raw)
     if args.json:
         out = trace.to_dict()
@@ -117,6 +124,36 @@ def cmd_generate(args) -> int:
         print(json.dumps(out, ensure_ascii=False))
     else:
         print(render_trace(trace, color=args.verbose) if args.verbose else trace.result)
+    return 0
+
+
+# Which backends serve each ability (the table of `guided policies`).
+ABILITY_BACKENDS = {
+    (): "all: llama.cpp, transformers, HTTP, Bedrock",
+    ("stats",): "llama.cpp, transformers (full vocabulary); HTTP (top-N log-probabilities); not Bedrock",
+    ("score",): "llama.cpp, transformers; HTTP only with vLLM prompt_logprobs; not Bedrock",
+}
+
+
+def policy_rows() -> list[dict]:
+    """One row per registered policy: its parameters with defaults, what it reads, who can run it."""
+    from .policies import POLICIES
+
+    return [{"policy": spec.name, "params": spec.param_defaults(), "reads": spec.reads, "consult": spec.consult,
+             "backends": ABILITY_BACKENDS[spec.needs], "fires_when": spec.describe, "reference": spec.reference}
+            for spec in POLICIES.values()]
+
+
+def cmd_policies(args) -> int:
+    rows = policy_rows()
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    print(f"{'policy':<16} {'parameters (defaults)':<52} {'reads':<26} backends")
+    for r in rows:
+        params = ", ".join(f"{k}={v}" for k, v in r["params"].items()) or "-"
+        print(f"{r['policy']:<16} {params:<52} {r['reads']:<26} {r['backends']}")
+        print(f"{'':<16} fires: {r['fires_when']}" + (f" [{r['reference']}]" if r["reference"] else ""))
     return 0
 
 
@@ -162,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     flag(g, "verbose", action="store_true", help="coloured text by source (oracle blue, base red) and a summary")
     flag(g, "json", action="store_true", help="print the whole trace as one JSON object")
     g.set_defaults(func=cmd_generate)
+
+    pol = sub.add_parser("policies", help="the consult policies: parameters, defaults, what they read, backends")
+    flag(pol, "json", action="store_true")
+    pol.set_defaults(func=cmd_policies)
 
     m = sub.add_parser("models", help="model catalogue")
     msub = m.add_subparsers(dest="models_cmd", required=True, parser_class=_Parser)

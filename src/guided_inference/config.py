@@ -1,7 +1,8 @@
 """Frozen, self-validating configuration for guided generation.
 
-Every default lives here once; the CLI derives its flags from these fields
-(see ``cli.py``), so ``guided generate --help`` and the library agree.
+Every default and its help text live here once (``option``); the CLI derives its
+flags from these fields (see ``cli.py``), so ``guided generate --help`` and the
+library agree. ``check_int``/``check_float`` are the one copy of the range checks.
 
 Contract: constructing a config with a bad value raises ``ConfigError`` whose
 message is one line naming the field, the bad value and what is allowed,
@@ -21,12 +22,12 @@ class ConfigError(GuidedError, ValueError):
     """A configuration value is out of range or of the wrong type."""
 
 
-def _check_int(name: str, value, minimum: int) -> None:
+def check_int(name: str, value, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
-def _check_float(name: str, value, low: float, high: float, *, low_open: bool = False) -> None:
+def check_float(name: str, value, low: float, high: float, *, low_open: bool = False) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if ok:
         ok = (value > low if low_open else value >= low) and value <= high
@@ -43,57 +44,82 @@ class SamplingConfig:
     top_p: float = 1.0
 
     def __post_init__(self) -> None:
-        _check_float("temperature", self.temperature, 0.0, 100.0)
-        _check_float("top_p", self.top_p, 0.0, 1.0, low_open=True)
+        check_float("temperature", self.temperature, 0.0, 100.0)
+        check_float("top_p", self.top_p, 0.0, 1.0, low_open=True)
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
 
 
+def option(default, help: str):
+    """A config field with its help text beside its default (the CLI reads both)."""
+    return field(default=default, metadata={"help": help})
+
+
+CONSULT_MODES = ("takeover", "verify")
+
+
 @dataclass(frozen=True)
 class GenerationConfig:
     """One guided generation: the budget (c consults of k oracle tokens), the base's
-    step size between decision points, sampling for each model, the policy, the seed.
+    step size between decision points, sampling for each model, the policy (when to
+    consult) and its parameters, how a consult works, the seed.
 
     Invariants the engine guarantees for any valid config: at most ``c`` consults,
-    at most ``k`` tokens per consult, at most ``max_new_tokens`` tokens in all, and
-    no model call after an EOS or a stop string.
+    at most ``k`` oracle tokens per consult, at most ``max_new_tokens`` tokens in all,
+    no model call after an EOS or a stop string, and none past a model's context.
+    Policy parameters are validated by the policy that reads them (``policies.py``),
+    so a bad one fails here, at construction, with one line.
     """
 
-    c: int = 5
-    k: int = 10
-    step_size: int = 10
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 1.0
-    oracle_temperature: float = 0.0
-    oracle_top_p: float = 1.0
-    seed: int = 0
-    stop: tuple[str, ...] = ()
-    policy: str = "random"
-    p: float = 0.5
-    collect_stats: bool = True
-    policy_params: tuple[tuple[str, float], ...] = field(default=())
+    c: int = option(5, "max consults of the oracle (budget)")
+    k: int = option(10, "oracle tokens per consult")
+    step_size: int = option(10, "base tokens between decision points")
+    max_new_tokens: int = option(256, "max tokens generated in all")
+    temperature: float = option(0.0, "base sampling temperature (0 = greedy)")
+    top_p: float = option(1.0, "base nucleus sampling")
+    oracle_temperature: float = option(0.0, "oracle sampling temperature (0 = greedy)")
+    oracle_top_p: float = option(1.0, "oracle nucleus sampling")
+    seed: int = option(0, "run seed; each problem's streams derive from it and the problem id")
+    stop: tuple[str, ...] = option((), "stop string (repeatable)")
+    policy: str = option("random", "when to consult (see `guided policies`)")
+    p: float = option(0.5, "consult probability of random (ramp: its maximum)")
+    threshold: float | None = option(None, "the policy's threshold (default: the policy's own; see `guided policies`)")
+    window: int = option(16, "rolling_entropy: base tokens averaged")
+    quadrant: str = option("hehv", "entropix: hehv, helv, lehv or lelv (high/low entropy, high/low varentropy)")
+    entropy_threshold: float = option(3.0, "entropix: entropy (bits) above which entropy counts as high")
+    varentropy_threshold: float = option(5.0, "entropix: varentropy above which varentropy counts as high")
+    cooldown: int = option(10, "base tokens after a consult before a signal policy may fire again")
+    consult: str | None = option(None, "how a consult works: takeover or verify (default: the policy's)")
+    router: str | None = option(None, "learned: router JSON file (guided router fit)")
+    router_sha256: str | None = option(None, "learned: sha256 of the router file (filled in when loaded)")
+    threshold_source: str = option("default", "where the threshold came from: default, flag, calibration file")
+    save_stats: bool = option(False, "write per-token base statistics to the trace (token_stats)")
 
     def __post_init__(self) -> None:
-        _check_int("c", self.c, 0)
-        _check_int("k", self.k, 1)
-        _check_int("step_size", self.step_size, 1)
-        _check_int("max_new_tokens", self.max_new_tokens, 1)
-        _check_int("seed", self.seed, 0)
-        _check_float("p", self.p, 0.0, 1.0)
+        check_int("c", self.c, 0)
+        check_int("k", self.k, 1)
+        check_int("step_size", self.step_size, 1)
+        check_int("max_new_tokens", self.max_new_tokens, 1)
+        check_int("seed", self.seed, 0)
+        check_float("p", self.p, 0.0, 1.0)
         # Re-use SamplingConfig's checks so the rules live in one place.
         self.base_sampling
         SamplingConfig(self.oracle_temperature, self.oracle_top_p)
         if not isinstance(self.stop, tuple) or not all(isinstance(s, str) and s for s in self.stop):
             raise ConfigError(f"stop must be a tuple of non-empty strings, got {self.stop!r}")
+        check_int("window", self.window, 1)
+        check_int("cooldown", self.cooldown, 0)
+        if self.consult is not None and self.consult not in CONSULT_MODES:
+            raise ConfigError(f"consult must be one of {', '.join(CONSULT_MODES)}, got {self.consult!r}")
         from .policies import POLICIES  # late import: policies import this module
 
         if self.policy not in POLICIES:
             raise ConfigError(
                 f"policy must be one of {', '.join(sorted(POLICIES))}, got {self.policy!r}"
             )
+        POLICIES[self.policy].check(self)
 
     @property
     def base_sampling(self) -> SamplingConfig:
@@ -103,11 +129,23 @@ class GenerationConfig:
     def oracle_sampling(self) -> SamplingConfig:
         return SamplingConfig(self.oracle_temperature, self.oracle_top_p)
 
+    @property
+    def consult_mode(self) -> str:
+        from .policies import POLICIES
+
+        return self.consult or POLICIES[self.policy].consult
+
+    @property
+    def effective_threshold(self) -> float | None:
+        """The threshold the policy uses: the given one, else the policy's default."""
+        from .policies import POLICIES
+
+        return self.threshold if self.threshold is not None else POLICIES[self.policy].defaults.get("threshold")
+
     def params(self) -> dict:
         """The config as a plain JSON-ready dict (recorded with every result)."""
         d = dataclasses.asdict(self)
         d["stop"] = list(self.stop)
-        d["policy_params"] = dict(self.policy_params)
         return d
 
     def replace(self, **changes) -> "GenerationConfig":

@@ -3,28 +3,67 @@
     trace = guided_generate(prompt_text, base, oracle, GenerationConfig(c=5, k=10))
 
 The loop, top to bottom:
-  1. Tokenize the prompt. If both models share a tokenizer (and speak token
-     ids) they share one token sequence ("tokens" handoff); otherwise each keeps
-     its own and new text is re-tokenized for the other ("text" handoff).
-  2. At each decision point, while consults remain, ask the policy. Yes: the
-     oracle writes up to k tokens (one consult). No: the base writes up to
-     step_size tokens; a per-token policy can cut that step short, and the
-     consult then starts at exactly that token.
-  3. Each model's backend evaluates only the tokens it has not seen (its own
-     KV cache), so a handoff costs a catch-up of the other model's new tokens.
-  4. Stop at EOS from either model, at a stop string, or at max_new_tokens;
-     no model is called after that.
+  1. Tokenize the prompt for each model. If both share a tokenizer (and speak token
+     ids) they share one token sequence ("tokens" handoff); otherwise each keeps its
+     own and new text is re-tokenized for the other ("text" handoff).
+  2. At each decision point, while consults remain, ask the policy (when). Yes: a
+     consult, the oracle writes up to k tokens. No: the base writes up to step_size
+     tokens; a per-token policy can cut that step short, and the consult then starts
+     at exactly that token.
+  3. Verify consults (how): after a base step the oracle scores it in one batch; at
+     its first disagreement the step is cut there and the oracle writes from there.
+  4. Each model's backend evaluates only the tokens it has not seen (its own KV
+     cache), so a handoff costs a catch-up of the other model's new tokens.
+  5. Stop at EOS from either model, at a stop string, at max_new_tokens, or when a
+     model's context is full; no model is called after that.
+The generated text lives in one ``Transcript``, whose methods keep the accounting
+invariants (transcript.py).
 """
 from __future__ import annotations
 
+import hashlib
 import time
 
 import numpy as np
 
 from .backends.protocol import Backend, BackendError, Chunk
 from .config import GenerationConfig
-from .policies import DecisionPoint, Policy, make_policy
-from .trace import BASE, ORACLE, Timings, Trace, split_segments
+from .features import History, is_boundary
+from .prompts import prompt_ids
+from .policies import POLICIES, DecisionPoint, Policy, backend_abilities, make_policy
+from .stats import StepStats
+from .trace import BASE, ORACLE, Timings, Trace
+from .transcript import Transcript
+
+# How a problem's generators derive from the run seed; recorded in every results line.
+SEED_DERIVATION = "seedseq-sha256-v1"
+
+
+def seed_sequence(seed: int, seed_key: str | None = None) -> np.random.SeedSequence:
+    """The root of a generation's random streams (policy, base sampling, oracle sampling).
+
+    Without a key: ``SeedSequence(seed)`` (``guided generate --seed`` stays reproducible).
+    With a key (the eval passes the problem's ``unique_id``): ``SeedSequence([seed, w0..w3])``
+    where w are the first 16 bytes of sha256(key) read as little-endian uint32. Stable across
+    machines, Python versions and shards (not Python's salted ``hash``), and different per
+    problem, so a random policy draws a fresh schedule for every problem.
+    """
+    if seed_key is None:
+        return np.random.SeedSequence(seed)
+    words = np.frombuffer(hashlib.sha256(seed_key.encode("utf-8")).digest()[:16], dtype="<u4")
+    return np.random.SeedSequence([seed, *(int(w) for w in words)])
+
+
+def split_utf8_tail(data: bytes) -> int:
+    """Length of the longest prefix of ``data`` that does not end inside a UTF-8 character
+    (an incomplete tail of 1-3 bytes is held back until its character completes)."""
+    for back in range(1, min(4, len(data)) + 1):
+        b = data[-back]
+        if b & 0xC0 == 0x80:
+            continue  # continuation byte: look further back for the lead byte
+        need = 2 if b & 0xE0 == 0xC0 else 3 if b & 0xF0 == 0xE0 else 4 if b & 0xF8 == 0xF0 else 1
+        return len(data) - back if need > back else len(data)
+    return len(data)
 
 
 class _Reader:
@@ -34,24 +73,50 @@ class _Reader:
     def __init__(self, backend: Backend, prompt: str, shared: list[int] | None):
         self.backend = backend
         self.prompt = prompt
-        self.ids = shared if shared is not None else (backend.tokenize(prompt, add_bos=True) if backend.token_ids else [])
+        # BOS per model (prompts.prompt_ids): never doubled, never missing.
+        self.ids = shared if shared is not None else (prompt_ids(backend, prompt) if backend.token_ids else [])
         self.unread = bytearray()
         self.own_text = bytearray()  # for text-only backends: everything generated so far
 
     def context(self):
         if not self.backend.token_ids:
-            return self.prompt + self.own_text.decode("utf-8", errors="replace")
+            return self.prompt + self.own_text[:split_utf8_tail(self.own_text)].decode("utf-8", errors="replace")
         if self.unread:
-            # Text handoff: the other model's new text, re-tokenized for this one,
-            # whitespace untouched. Never strip: that glued words in the prototype.
-            self.ids.extend(self.backend.tokenize(self.unread.decode("utf-8", errors="replace"), special=False))
-            self.unread.clear()
+            # Text handoff: the other model's new text, re-tokenized for this one, whitespace
+            # untouched (never strip: that glued words in the prototype). An incomplete UTF-8
+            # character stays unread until the rest of it arrives.
+            n = split_utf8_tail(self.unread)
+            if n:
+                self.ids.extend(self.backend.tokenize(self.unread[:n].decode("utf-8", errors="replace"), special=False))
+                del self.unread[:n]
         return self.ids
+
+    def room(self) -> int | None:
+        """Tokens this model can still generate before its context is full (None: unknown)."""
+        n_ctx = getattr(self.backend, "n_ctx", None)
+        if n_ctx is None or not self.backend.token_ids:
+            return None
+        return n_ctx - len(self.ids) - (len(self.unread) > 0)  # unread bytes become >= 1 token
 
 
 def choose_handoff(base: Backend, oracle: Backend) -> str:
     same = base.token_ids and oracle.token_ids and base.tokenizer_key == oracle.tokenizer_key
     return "tokens" if same else "text"
+
+
+def check_abilities(config: GenerationConfig, base: Backend, oracle: Backend, handoff: str) -> None:
+    """BackendError (one line naming policy and backend) for a policy a backend cannot serve."""
+    spec = POLICIES[config.policy]
+    if "stats" in spec.needs and "stats" not in backend_abilities(base):
+        raise BackendError(f"policy {config.policy!r} needs per-token statistics, which backend {base.name!r} "
+                           "does not provide")
+    if config.consult_mode == "verify":
+        if "score" not in backend_abilities(oracle):
+            raise BackendError(f"consult 'verify' (policy {config.policy!r}) needs teacher-forced scores "
+                               f"(prompt log-probabilities), which backend {oracle.name!r} does not provide")
+        if handoff != "tokens":
+            raise BackendError(f"consult 'verify' needs a base and oracle with one tokenizer; {base.name!r} and "
+                               f"{oracle.name!r} hand off text")
 
 
 def guided_generate(
@@ -60,127 +125,187 @@ def guided_generate(
     oracle: Backend,
     config: GenerationConfig,
     policy: Policy | None = None,
+    *,
+    seed_key: str | None = None,
 ) -> Trace:
-    """Run one guided generation of ``prompt`` (already in the models' chat format)."""
+    """Run one guided generation of ``prompt`` (already in the models' chat format).
+
+    ``seed_key`` (a problem id) varies the random streams per problem: see ``seed_sequence``."""
     policy = policy or make_policy(config)
-    if policy.needs_stats and not base.has_stats:
-        raise BackendError(f"policy {policy.name!r} needs per-token statistics, which backend {base.name!r} does not provide")
-    policy_rng, base_rng, oracle_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(3))
+    handoff = choose_handoff(base, oracle)
+    check_abilities(config, base, oracle, handoff)
+    policy_rng, base_rng, oracle_rng = (np.random.default_rng(s) for s in seed_sequence(config.seed, seed_key).spawn(3))
+    verify = config.consult_mode == "verify"
     t0 = time.perf_counter()
 
     # 1. Prompt and handoff mode.
-    handoff = choose_handoff(base, oracle)
-    shared = base.tokenize(prompt, add_bos=True) if handoff == "tokens" else None
+    shared = prompt_ids(base, prompt) if handoff == "tokens" else None
     readers = {BASE: _Reader(base, prompt, shared), ORACLE: _Reader(oracle, prompt, shared)}
     n_prompt = len(shared) if shared is not None else 0
-
-    timings = Timings()
-    pieces: list[tuple[str, bytes, int]] = []
-    cheat_positions: list[int] = []
-    consult_stats: list[dict | None] = []
-    generated = consults = 0
+    timings, text, history = Timings(), Transcript(), History()
+    state = {"fired": None, "last_consult_end": None, "gate": False}
+    token_stats: list = [] if config.save_stats else None
+    rejections: list[dict] = []
     finish = "length"
-    fired = None  # stats of the base token where a per-token policy fired
 
-    def point(stats=None) -> DecisionPoint:
-        position = stats.position if stats is not None else generated
-        return DecisionPoint(position, consults, config.c - consults, config.max_new_tokens, stats)
+    def point(stats=None, written=()) -> DecisionPoint:
+        position = stats.position if stats is not None else text.n_tokens
+        since = None if state["last_consult_end"] is None else position - state["last_consult_end"]
+        tail = ""
+        if policy.needs_text:
+            tail = text.tail() + (readers[BASE].backend.detokenize(list(written)).decode("utf-8", "ignore")
+                                  if written else "")
+        return DecisionPoint(position, len(text.cheat_positions), config.c - len(text.cheat_positions),
+                             config.max_new_tokens, stats, since, history, tail)
 
-    def stop_before(stats):
-        nonlocal fired
-        if consults < config.c and policy.decide(point(stats), policy_rng):
-            fired = stats
+    def may_fire(p: DecisionPoint) -> bool:
+        cooling = policy.signal and p.since_last_consult is not None and p.since_last_consult < config.cooldown
+        return p.consults_left > 0 and not cooling and policy.decide(p, policy_rng)
+
+    def hook(stats, written) -> bool:
+        """Before each base token: ask a per-token policy; record statistics and history."""
+        p = point(stats, written)
+        fire = policy.per_token and may_fire(p)
+        if fire and not verify:
+            state["fired"] = stats  # the consult starts at exactly this token
             return True
+        state["gate"] |= fire
+        if policy.needs_text and p.tail and is_boundary(p.tail):
+            history.new_step()
+        history.add(stats)
+        if token_stats is not None:
+            token_stats.append(stats)
         return False
 
-    while generated < config.max_new_tokens:
-        remaining = config.max_new_tokens - generated
+    while text.n_tokens < config.max_new_tokens:
+        remaining = config.max_new_tokens - text.n_tokens
+        room = min((r for r in (readers[BASE].room(), readers[ORACLE].room()) if r is not None), default=None)
+        if room is not None and room <= 0:
+            finish = "context"  # a model's context is full: stop, do not fail
+            break
+        limit = remaining if room is None else min(remaining, room)
         # 2. Decide who writes next.
-        consult = consults < config.c and (fired is not None or (not policy.per_token and policy.decide(point(), policy_rng)))
-        source = ORACLE if consult else BASE
-        reader = readers[source]
+        fired, state["fired"] = state["fired"], None
+        consult = fired is not None or (not verify and not policy.per_token and may_fire(point()))
         if consult:
-            consults += 1
-            cheat_positions.append(generated)
-            consult_stats.append(fired.to_dict() if fired is not None else None)
-            fired = None
-            chunk = reader.backend.generate(reader.context(), min(config.k, remaining), config.oracle_sampling,
-                                            oracle_rng, position=generated)
+            text.start_consult(fired.to_dict() if isinstance(fired, StepStats) else None)
+            chunk = readers[ORACLE].backend.generate(readers[ORACLE].context(), min(config.k, limit),
+                                                     config.oracle_sampling, oracle_rng, position=text.n_tokens)
+            timings.oracle.add(chunk)
+            _record(text, readers, ORACLE, chunk, shared, handoff)
+            state["last_consult_end"] = text.n_tokens
         else:
-            chunk = reader.backend.generate(reader.context(), min(config.step_size, remaining), config.base_sampling,
-                                            base_rng, stop_before if policy.per_token else None, position=generated)
-        # 3. Record the piece and make it visible to the other model.
-        (timings.oracle if consult else timings.base).add(chunk)
-        data = _chunk_bytes(reader.backend, chunk)
-        n_new = len(chunk.tokens) if reader.backend.token_ids else chunk.decode_tokens
-        pieces.append((source, data, n_new))
-        generated += n_new
-        if handoff == "tokens":
-            shared.extend(chunk.tokens)
-        else:
-            _advance(readers, source, chunk, data)
-        # 4. Stop conditions.
+            wants_hook = token_stats is not None or (policy.per_token and len(text.cheat_positions) < config.c)
+            start = text.n_tokens
+            state["gate"] = verify and not policy.per_token and may_fire(point())
+            chunk = readers[BASE].backend.generate(readers[BASE].context(), min(config.step_size, limit),
+                                                   config.base_sampling, base_rng, hook if wants_hook else None,
+                                                   position=start)
+            timings.base.add(chunk)
+            _record(text, readers, BASE, chunk, shared, handoff)
+            # 3. Verify: the oracle checks the step; at its first disagreement, cut and take over.
+            if verify and state["gate"] and chunk.tokens and len(text.cheat_positions) < config.c:
+                cut = _verify(text, readers, config, chunk, start, timings, rejections, shared)
+                if cut is not None:
+                    history.truncate(cut)
+                    if token_stats is not None:
+                        token_stats[:] = [st for st in token_stats if st.position < cut]
+                    state["fired"] = "verify"
+                    continue  # the oracle writes from the cut; the base's EOS (if any) was after it
+        # 5. Stop conditions: a stop string first (a chunk can hold one and end with EOS).
+        if config.stop and text.cut_at_stop(config.stop):
+            finish = "stop"
+            break
         if chunk.eos:
             finish = "eos"
             break
-        if config.stop and _cut_at_stop(pieces, config.stop):
-            finish = "stop"
-            break
-        if n_new == 0 and not chunk.stopped and not consult:
-            raise BackendError(f"backend {reader.backend.name!r} returned no tokens and no EOS")
+        if not chunk.tokens and not chunk.text and not chunk.stopped and not consult:
+            raise BackendError(f"backend {readers[BASE].backend.name!r} returned no tokens and no EOS")
 
     timings.generation_s = time.perf_counter() - t0
-    segments = split_segments(pieces)
-    base_tokens = sum(s.n_tokens for s in segments if s.model_type == BASE)
+    segments = text.segments()
+    n = text.n_tokens
     return Trace(
         result="".join(s.output for s in segments),
         interleaved_outputs=segments,
-        cheat_positions=cheat_positions,
-        total_tokens_generated=generated,
-        base_tokens=base_tokens,
-        oracle_tokens=generated - base_tokens,
+        cheat_positions=list(text.cheat_positions),
+        total_tokens_generated=n,
+        base_tokens=text.tokens_of(BASE),
+        oracle_tokens=text.tokens_of(ORACLE),
         handoff=handoff,
         finish_reason=finish,
         timings=timings,
-        token_ids=list(shared[n_prompt:]) if shared is not None else None,
-        consult_stats=consult_stats,
+        token_ids=text.token_ids() if shared is not None else None,
+        consult_stats=list(text.consult_stats),
+        seed_key=seed_key,
+        rejected_tokens=sum(r["rejected"] for r in rejections),
+        verify=rejections if verify else None,
+        token_stats=_stats_arrays(token_stats, n) if token_stats is not None else None,
+        n_support=_n_support(token_stats, text.consult_stats),
     )
 
 
-def _chunk_bytes(backend: Backend, chunk: Chunk) -> bytes:
-    if chunk.text is not None:
-        return chunk.text.encode("utf-8")
-    return backend.detokenize(chunk.tokens) if chunk.tokens else b""
-
-
-def _advance(readers: dict, source: str, chunk: Chunk, data: bytes) -> None:
-    """Text handoff bookkeeping: the writer extends its own ids, the other model
-    gets the new bytes to read before it next writes."""
-    writer = readers[source]
-    if writer.backend.token_ids:
-        writer.ids.extend(chunk.tokens)
-    else:
-        writer.own_text += data
-    for name, other in readers.items():
-        if name != source:
-            if other.backend.token_ids:
-                other.unread += data
+def _record(text: Transcript, readers: dict, source: str, chunk: Chunk, shared, handoff: str) -> None:
+    """Append a chunk to the transcript and make it visible to the other model."""
+    writer = readers[source].backend
+    data = chunk.text.encode("utf-8") if chunk.text is not None else (writer.detokenize(chunk.tokens) if chunk.tokens else b"")
+    ids = chunk.tokens if writer.token_ids else None
+    n_new = len(chunk.tokens) if writer.token_ids else chunk.decode_tokens
+    text.append(source, data, n_new, ids, writer.detokenize if writer.token_ids else None)
+    if handoff == "tokens":
+        shared.extend(chunk.tokens)
+        return
+    for name, r in readers.items():
+        if name == source:
+            if r.backend.token_ids:
+                r.ids.extend(chunk.tokens)
+                r.unread.clear()  # a held half character can no longer complete in order
             else:
-                other.own_text += data
+                r.own_text += data
+        elif r.backend.token_ids:
+            r.unread += data
+        else:
+            r.own_text += data
 
 
-def _cut_at_stop(pieces: list, stops: tuple[str, ...]) -> bool:
-    """Cut the generated bytes just before the earliest stop string; True if one was found."""
-    full = b"".join(p[1] for p in pieces)
-    hits = [i for i in (full.find(s.encode("utf-8")) for s in stops) if i >= 0]
-    if not hits:
-        return False
-    cut = min(hits)
-    offset = 0
-    for j, (source, data, n) in enumerate(pieces):
-        if offset + len(data) >= cut:
-            pieces[j] = (source, data[: cut - offset], n)
-            del pieces[j + 1:]
-            break
-        offset += len(data)
-    return True
+def _verify(text, readers, config, chunk, start, timings, rejections, shared) -> int | None:
+    """Score the base's step with the oracle; on a disagreement at step index j, cut the
+    transcript (and the shared ids) to start + j and return that position."""
+    oracle = readers[ORACLE].backend
+    context = shared[: len(shared) - len(chunk.tokens)]
+    scores = oracle.score(context, chunk.tokens)
+    timings.oracle.prefill_tokens += scores.prefill_tokens
+    timings.oracle.prefill_s += scores.prefill_s
+    t = config.threshold
+    bad = (scores.top1 != np.asarray(chunk.tokens)) if t is None else (np.exp(scores.logprobs) < t)
+    hits = np.flatnonzero(bad)
+    if hits.size == 0:
+        return None
+    j = int(hits[0])
+    cut = start + j
+    rejections.append({"position": cut, "rejected": len(chunk.tokens) - j, "base_token": int(chunk.tokens[j]),
+                       "oracle_token": int(scores.top1[j]), "oracle_p_base": float(np.exp(scores.logprobs[j]))})
+    text.truncate(cut)
+    del shared[len(shared) - (len(chunk.tokens) - j):]
+    return cut
+
+
+def _stats_arrays(stats: list, n: int) -> dict:
+    """Per-token base statistics as compact arrays over generated positions (None where
+    the oracle wrote, or past a cut)."""
+    out = {k: [None] * n for k in ("entropy", "varentropy", "top_prob", "margin")}
+    for s in stats:
+        if s.position < n:
+            for k in out:
+                out[k][s.position] = round(getattr(s, k), 6)
+    return out
+
+
+def _n_support(token_stats, consult_stats) -> int | None:
+    """How many probabilities the statistics were computed over (vocabulary, or top-N over HTTP)."""
+    for s in (token_stats or []):
+        return s.n_support
+    for s in consult_stats:
+        if s:
+            return s.get("n_support")
+    return None

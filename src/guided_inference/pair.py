@@ -37,10 +37,11 @@ class Pair:
         }
 
 
-def load_pair(base: str, oracle: str, *, n_ctx: int = 4096, collect_stats: bool = True) -> Pair:
+def load_pair(base: str, oracle: str, *, n_ctx: int = 4096) -> Pair:
     t = time.perf_counter()
-    b = load_backend(base, n_ctx=n_ctx, collect_stats=collect_stats)
-    o = b if oracle == base else load_backend(oracle, n_ctx=n_ctx, collect_stats=collect_stats)
+    # collect_stats=False: statistics are computed only when the engine asks (a policy or --save_stats).
+    b = load_backend(base, n_ctx=n_ctx, collect_stats=False)
+    o = b if oracle == base else load_backend(oracle, n_ctx=n_ctx, collect_stats=False)
     return Pair(b, o, time.perf_counter() - t)
 
 

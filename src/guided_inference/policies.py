@@ -1,44 +1,52 @@
-"""Consult policies: when does the base hand over to the oracle?
+"""Consult policies: *when* does the base hand over to the oracle?
 
 A policy is a small pure function ``decide(point, rng) -> bool`` over a
-``DecisionPoint`` record, plus two flags:
+``DecisionPoint`` record, plus flags: ``per_token`` (asked before every base token,
+with that token's distribution statistics, instead of only between base steps) and
+what it reads (``reads``: nothing, base statistics, oracle scores, a router).
+*How* a consult works is separate (``GenerationConfig.consult``): a ``takeover`` (the
+oracle writes k tokens) or a ``verify`` (the oracle checks the base's step and takes
+over at its first disagreement). So "verify only where entropy is high" is
+``--policy entropy --consult verify``, not a new class.
 
-- ``per_token``: asked before every base token (with that token's
-  distribution statistics) instead of only between base steps;
-- ``needs_stats``: requires per-token statistics, so a backend without them
-  (Bedrock) is refused at start with a clear error.
+The engine owns the budget and the cooldown: a policy is only asked while consults
+remain and, for signal policies, once ``cooldown`` base tokens have passed since the
+last consult. Randomness comes only from the injected, seeded ``rng``.
 
-The engine owns the budget: a policy is only asked while consults remain, so
-no policy can exceed ``c``. Randomness comes only from the injected, seeded
-``rng``: same seed, same decisions.
-
-Policies of this module (the original tool's):
-  never   base only
-  always  consult at every decision point while budget remains (oracle only when
-          c * k >= max_new_tokens)
-  random  consult with probability p at each decision point (p=0.5 by default)
-  ramp    probability rising linearly with position: p * min(1, position / max_new_tokens)
+Every policy is registered in ``POLICIES`` with a ``PolicySpec``: its parameters with
+defaults and checks (one-line errors), what it reads, which backends can serve it,
+and its reference. ``guided policies`` prints that table from the registry.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
+from .config import ConfigError
+from .features import History, is_boundary
 from .stats import StepStats
+
+QUADRANTS = {  # entropix's four regimes, (entropy high?, varentropy high?)
+    "hehv": (True, True), "helv": (True, False), "lehv": (False, True), "lelv": (False, False),
+}
 
 
 @dataclass(frozen=True)
 class DecisionPoint:
     """What a policy may look at. ``stats`` is the base's next-token distribution
-    (present for per-token policies, None between steps)."""
+    (per-token policies; None between steps). ``history`` holds the base's earlier
+    statistics; ``tail`` the last bytes of the text written so far (decoded)."""
 
     position: int  # tokens generated so far
     consults_used: int
     consults_left: int
     max_new_tokens: int
     stats: StepStats | None = None
+    since_last_consult: int | None = None  # base tokens written since the last consult (None: none yet)
+    history: History | None = None
+    tail: str = ""
 
 
 @dataclass(frozen=True)
@@ -47,14 +55,92 @@ class Policy:
     decide: Callable[[DecisionPoint, np.random.Generator], bool]
     per_token: bool = False
     needs_stats: bool = False
+    needs_text: bool = False  # reads DecisionPoint.tail (the engine decodes it only then)
+    signal: bool = False  # subject to the cooldown
 
 
-def _never(config) -> Policy:
-    return Policy("never", lambda point, rng: False)
+@dataclass(frozen=True)
+class PolicySpec:
+    name: str
+    build: Callable  # GenerationConfig -> Policy
+    params: tuple[str, ...] = ()  # GenerationConfig fields it reads
+    defaults: dict = field(default_factory=dict)  # its own defaults (threshold)
+    threshold_range: tuple[float, float] | None = None  # allowed [lo, hi] of --threshold
+    reads: str = "nothing"
+    needs: tuple[str, ...] = ()  # backend abilities: "stats" (base), "score" (oracle)
+    consult: str = "takeover"  # default consult mode
+    reference: str = ""
+    describe: str = ""
+
+    def check(self, config) -> None:
+        """ConfigError (one line) for a parameter this policy cannot use."""
+        t = config.threshold
+        if t is not None and self.threshold_range is None:
+            raise ConfigError(f"threshold is not a parameter of {self.name} (its parameters: "
+                              f"{', '.join(self.params) or 'none'}), got {t!r}")
+        if t is not None:
+            lo, hi = self.threshold_range
+            ok = isinstance(t, (int, float)) and not isinstance(t, bool)
+            if not ok or t < lo or (hi is not None and t > hi):
+                allowed = f"a number >= {lo:g}" if hi is None else f"a number in [{lo:g}, {hi:g}]"
+                raise ConfigError(f"threshold must be {allowed} for {self.name}, got {t!r}")
+        if "quadrant" in self.params and config.quadrant not in QUADRANTS:
+            raise ConfigError(f"quadrant must be one of {', '.join(QUADRANTS)}, got {config.quadrant!r}")
+        for name in ("entropy_threshold", "varentropy_threshold"):
+            v = getattr(config, name)
+            if name in self.params and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
+                raise ConfigError(f"{name} must be a number >= 0 for {self.name}, got {v!r}")
+        if "router" in self.params and not config.router:
+            raise ConfigError(f"policy {self.name} needs --router FILE (guided router fit), got none")
+
+    def param_defaults(self) -> dict:
+        from .config import GenerationConfig
+
+        base = {f: getattr(GenerationConfig, f, None) for f in self.params}
+        base.update(self.defaults)
+        return base
 
 
-def _always(config) -> Policy:
-    return Policy("always", lambda point, rng: True)
+def _threshold(config) -> float:
+    return config.effective_threshold
+
+
+def _stat_policy(name: str, fires: Callable[[float, StepStats], bool]):
+    def build(config) -> Policy:
+        t = _threshold(config)
+        return Policy(name, lambda point, rng: fires(t, point.stats), per_token=True, needs_stats=True, signal=True)
+    return build
+
+
+def _entropix(config) -> Policy:
+    want_e, want_v = QUADRANTS[config.quadrant]
+    te, tv = config.entropy_threshold, config.varentropy_threshold
+
+    def decide(point: DecisionPoint, rng) -> bool:
+        return (point.stats.entropy > te) == want_e and (point.stats.varentropy > tv) == want_v
+
+    return Policy("entropix", decide, per_token=True, needs_stats=True, signal=True)
+
+
+def _rolling(config) -> Policy:
+    t, w = _threshold(config), config.window
+
+    def decide(point: DecisionPoint, rng) -> bool:
+        return point.history.rolling_entropy(w, point.stats.entropy) > t
+
+    return Policy("rolling_entropy", decide, per_token=True, needs_stats=True, signal=True)
+
+
+def _boundary(config) -> Policy:
+    t = _threshold(config)
+
+    def decide(point: DecisionPoint, rng) -> bool:
+        if not is_boundary(point.tail):
+            return False
+        confidence = point.history.step_confidence()
+        return confidence is not None and (t >= 1.0 or confidence < t)
+
+    return Policy("boundary", decide, per_token=True, needs_stats=True, needs_text=True, signal=True)
 
 
 def _random(config) -> Policy:
@@ -73,15 +159,65 @@ def _ramp(config) -> Policy:
     return Policy("ramp", decide)
 
 
-# name -> factory(GenerationConfig) -> Policy. Later policies register here.
-POLICIES: dict[str, Callable] = {
-    "never": _never,
-    "always": _always,
-    "random": _random,
-    "ramp": _ramp,
-}
+def _learned(config) -> Policy:
+    from .router import load_router  # numpy only; the file is checked when loaded
+
+    router, t = load_router(config.router, expected_sha256=config.router_sha256), _threshold(config)
+    return Policy("learned", lambda point, rng: router.probability(point) > t, per_token=True, needs_stats=True,
+                  signal=True)
+
+
+STAT = "base statistics"
+POLICIES: dict[str, PolicySpec] = {s.name: s for s in [
+    PolicySpec("never", lambda c: Policy("never", lambda point, rng: False), describe="base only"),
+    PolicySpec("always", lambda c: Policy("always", lambda point, rng: True),
+               describe="consult at every decision point (oracle only when c*k >= max_new_tokens)"),
+    PolicySpec("random", _random, ("p",), reference="original tool",
+               describe="consult with probability p at each decision point"),
+    PolicySpec("ramp", _ramp, ("p",), reference="original tool",
+               describe="probability rising linearly from 0 to p over max_new_tokens"),
+    PolicySpec("entropy", _stat_policy("entropy", lambda t, s: s.entropy > t), ("threshold", "cooldown"),
+               {"threshold": 2.5}, (0.0, None), STAT, ("stats",), reference="original TODO 1; entropix",
+               describe="entropy (bits) of the base's next token > threshold"),
+    PolicySpec("varentropy", _stat_policy("varentropy", lambda t, s: s.varentropy > t), ("threshold", "cooldown"),
+               {"threshold": 5.0}, (0.0, None), STAT, ("stats",), reference="entropix",
+               describe="varentropy of the base's next token > threshold"),
+    PolicySpec("top_prob", _stat_policy("top_prob", lambda t, s: s.top_prob < t), ("threshold", "cooldown"),
+               {"threshold": 0.3}, (0.0, 1.0), STAT, ("stats",), reference="Nudging (gamma)",
+               describe="top-1 probability < threshold"),
+    PolicySpec("margin", _stat_policy("margin", lambda t, s: s.margin < t), ("threshold", "cooldown"),
+               {"threshold": 0.1}, (0.0, 1.0), STAT, ("stats",), reference="margin-based cascades",
+               describe="top-1 minus top-2 probability < threshold"),
+    PolicySpec("entropix", _entropix, ("quadrant", "entropy_threshold", "varentropy_threshold", "cooldown"),
+               {}, None, STAT, ("stats",), reference="entropix (xjdr-alt/entropix)",
+               describe="the (entropy, varentropy) quadrant named by quadrant"),
+    PolicySpec("rolling_entropy", _rolling, ("threshold", "window", "cooldown"), {"threshold": 1.5}, (0.0, None),
+               STAT, ("stats",), reference="Entropy Adaptive Decoding (arXiv 2502.06833); R2R rolling",
+               describe="mean entropy over the last window base tokens > threshold"),
+    PolicySpec("boundary", _boundary, ("threshold", "cooldown"), {"threshold": 0.8}, (0.0, 1.0), STAT, ("stats",),
+               reference="Speculative Thinking; STEER, SMART",
+               describe="at a step boundary, if the step's mean token probability < threshold (1 = every boundary)"),
+    PolicySpec("verify", lambda c: Policy("verify", lambda point, rng: True), ("threshold",), {"threshold": None},
+               (0.0, 1.0), "oracle scores", ("score",), consult="verify",
+               reference="BiLD rollback (Kim et al. 2023); SpecReason",
+               describe="after each base step the oracle checks it; takeover at its first disagreement "
+                        "(top-1 differs, or with threshold t: p_oracle(base token) < t)"),
+    PolicySpec("learned", _learned, ("router", "threshold", "cooldown"), {"threshold": 0.5}, (0.0, 1.0),
+               "base statistics + router", ("stats",), reference="cheap version of R2R / CITER / Co-LLM routers",
+               describe="router probability (logistic regression on base features) > threshold"),
+]}
 
 
 def make_policy(config) -> Policy:
     """Build the policy a (validated) GenerationConfig names."""
-    return POLICIES[config.policy](config)
+    return POLICIES[config.policy].build(config)
+
+
+def backend_abilities(backend) -> set[str]:
+    """What a backend can serve: "stats" (per-token statistics), "score" (teacher-forced scores)."""
+    out = set()
+    if getattr(backend, "has_stats", False):
+        out.add("stats")
+    if getattr(backend, "can_score", False) and getattr(backend, "token_ids", False):
+        out.add("score")
+    return out

@@ -57,6 +57,11 @@ class Trace:
     timings: Timings
     token_ids: list[int] | None = None  # generated ids (token handoff only)
     consult_stats: list[dict | None] = field(default_factory=list)  # base stats where each consult began
+    seed_key: str | None = None  # per-problem key of the random streams (engine.seed_sequence)
+    rejected_tokens: int = 0  # verify: base tokens the oracle rejected (discarded, never in result)
+    verify: list[dict] | None = None  # verify: per consult {position, rejected, base_token, oracle_token, oracle_p_base}
+    token_stats: dict | None = None  # --save_stats: per generated position, the base's statistics (None: oracle)
+    n_support: int | None = None  # probabilities the statistics were computed over (vocabulary, or top-N over HTTP)
 
     @property
     def oracle_share(self) -> float:
@@ -86,8 +91,10 @@ def split_segments(pieces: list[tuple[str, bytes, int]]) -> list[Segment]:
 
     A token can end in the middle of a UTF-8 character; such a character is moved
     whole into the segment where it began, so no segment holds half a character
-    and nothing is stripped or added. Adjacent base pieces are merged; each oracle
-    piece (one consult) stays its own segment.
+    and nothing is stripped or added. A character can span more than two pieces
+    (a one-token consult of a single byte in its middle): the pieces it covers
+    then keep their tokens but an empty text. Adjacent base pieces are merged;
+    each oracle piece (one consult) stays its own segment.
     """
     merged: list[list] = []
     for source, data, n in pieces:
@@ -96,19 +103,19 @@ def split_segments(pieces: list[tuple[str, bytes, int]]) -> list[Segment]:
             merged[-1][2] += n
         else:
             merged.append([source, bytearray(data), n])
-    segments, carry, start = [], b"", 0
-    for i, (source, data, n) in enumerate(merged):
-        data = carry + bytes(data)
-        carry = b""
-        if i + 1 < len(merged):
-            nxt = merged[i + 1][1]
-            # UTF-8 continuation bytes (0b10xxxxxx) at the head of the next piece
-            # belong to a character that starts here.
-            j = 0
-            while j < len(nxt) and (nxt[j] & 0xC0) == 0x80:
-                j += 1
-            data += bytes(nxt[:j])
-            merged[i + 1][1] = nxt[j:]
-        segments.append(Segment(source, data.decode("utf-8", errors="replace"), start, n))
+    data = b"".join(bytes(m[1]) for m in merged)
+    # Byte offsets where each piece begins, each moved forward past UTF-8 continuation
+    # bytes (0b10xxxxxx): those belong to a character that began in an earlier piece.
+    bounds, at = [], 0
+    for _, piece, _ in merged:
+        b = max(at, bounds[-1] if bounds else 0)
+        while b < len(data) and (data[b] & 0xC0) == 0x80:
+            b += 1
+        bounds.append(b)
+        at += len(piece)
+    bounds = [0, *bounds[1:], len(data)]
+    segments, start = [], 0
+    for (source, _, n), lo, hi in zip(merged, bounds, bounds[1:]):
+        segments.append(Segment(source, data[lo:hi].decode("utf-8", errors="replace"), start, n))
         start += n
     return segments

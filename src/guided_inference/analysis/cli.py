@@ -33,9 +33,9 @@ def register(sub, *, flag, **_) -> None:
     flag(p, "analysis_file", required=True, help="an output file of guided analyze")
     flag(p, "out_dir", required=True, help="directory for the PNG files")
     flag(p, "entropy_threshold", type=float, default=None,
-         help="entropix quadrant line in bits (default: the file's entropix policy, else entropix's 3.0)")
+         help="entropix quadrant line in bits (default: the file's entropix policy, else that policy's default)")
     flag(p, "varentropy_threshold", type=float, default=None,
-         help="entropix quadrant line (default: the file's entropix policy, else entropix's 5.0)")
+         help="entropix quadrant line (default: the file's entropix policy, else that policy's default)")
     flag(p, "traces", type=int, default=4, help="traces drawn along the generated position (default 4)")
     p.set_defaults(func=cmd_plots)
 

@@ -21,11 +21,6 @@ from ..evaluation.plots import BASE_RED, ORACLE_BLUE, _png
 from .analyze import BY_LAYER_HEAD
 from .attention_stats import FIELDS
 
-# entropix's quadrant boundaries (entropix/torch_sampler.py, ``sample``): entropy > 3.0 is "high"
-# (its high-entropy, low-varentropy branch), varentropy > 5.0 is "high". Used when the file was not
-# made by the ``entropix`` policy, whose own thresholds are read from the rows' config otherwise.
-ENTROPIX_ENTROPY_THRESHOLD = 3.0
-ENTROPIX_VARENTROPY_THRESHOLD = 5.0
 GREEN, GREY = "#2e8b57", "#777777"
 
 
@@ -72,11 +67,15 @@ def distributions(groups: list[tuple[str, list[dict], str]], title: str) -> byte
 
 
 def thresholds(rows: list[dict], entropy: float | None = None, varentropy: float | None = None) -> tuple[float, float]:
-    """The quadrant lines: given values, else the file's entropix policy parameters, else entropix's."""
+    """The quadrant lines: the values given, else those of the ``entropix`` policy that made the file,
+    else that policy's defaults (``GenerationConfig.entropy_threshold`` / ``varentropy_threshold``)."""
+    from ..config import GenerationConfig
+
     config = (rows[0].get("config") or {}) if rows else {}
-    params = config.get("policy_params") or {} if config.get("policy") == "entropix" else {}
-    return (entropy if entropy is not None else params.get("entropy_threshold", ENTROPIX_ENTROPY_THRESHOLD),
-            varentropy if varentropy is not None else params.get("varentropy_threshold", ENTROPIX_VARENTROPY_THRESHOLD))
+    own = config if config.get("policy") == "entropix" else {}
+    return (entropy if entropy is not None else own.get("entropy_threshold", GenerationConfig.entropy_threshold),
+            varentropy if varentropy is not None else own.get("varentropy_threshold",
+                                                              GenerationConfig.varentropy_threshold))
 
 
 def entropy_varentropy(rows: list[dict], entropy_threshold: float, varentropy_threshold: float) -> bytes | None:

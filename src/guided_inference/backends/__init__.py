@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .protocol import Backend, BackendError, Chunk, sample_token
+from .cached import sample_token
+from .protocol import Backend, BackendError, Chunk, Scores
 
 # name -> loader(name, **options) for names that are not embedded models; filled by
 # modules that provide remote backends so this file never imports them eagerly.
@@ -42,4 +43,4 @@ def load_backend(name: str, *, n_ctx: int = 4096, collect_stats: bool = True) ->
                            collect_stats=collect_stats)
 
 
-__all__ = ["Backend", "BackendError", "Chunk", "load_backend", "sample_token", "REMOTE_LOADERS"]
+__all__ = ["Backend", "BackendError", "Chunk", "Scores", "load_backend", "sample_token", "REMOTE_LOADERS"]

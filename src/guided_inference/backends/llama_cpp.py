@@ -11,19 +11,18 @@ would cost n_ctx x vocab floats.
 from __future__ import annotations
 
 import os
-from typing import Callable
-
 import numpy as np
 
 from ..config import SamplingConfig
-from ..stats import StepStats
 from .gguf_vocab import vocab_fingerprint
-from .protocol import BackendError, Chunk, common_prefix, env_threads, generate_from_logits
+from .cached import generate_from_logits, score_from_logits, sync
+from .protocol import BackendError, Chunk, Scores, StopBefore, env_threads
 
 
 class LlamaCppBackend:
     has_stats = True
     token_ids = True
+    can_score = True
     concurrent = False  # one KV cache: one sequence at a time
 
     def __init__(self, path: str, *, name: str | None = None, model_id: str | None = None,
@@ -49,6 +48,11 @@ class LlamaCppBackend:
         self.bos_text = self.llm._model.token_get_text(bos) if bos >= 0 else ""
         self.eos_text = self.llm._model.token_get_text(self.llm.token_eos())
         self.tokenizer_key = vocab_fingerprint(self.llm)
+        # llama.cpp may round its context up (n_ctx() 256 for 64); llama-cpp-python's token
+        # arrays keep the size asked for, and that is the limit.
+        self.n_ctx = min(self.llm.n_ctx(), len(self.llm.input_ids))
+        # Whether this model's tokenizer puts a BOS before a prompt (per model, from its metadata).
+        self.adds_bos = bool(self.tokenize("", add_bos=True))
         self._logits_at = -1  # cache length at which the context's last logits were computed
 
     # --- Backend protocol -------------------------------------------------
@@ -59,35 +63,64 @@ class LlamaCppBackend:
         return self.llm.detokenize(list(ids))
 
     def generate(self, context: list[int], max_tokens: int, sampling: SamplingConfig,
-                 rng: np.random.Generator, stop_before: Callable[[StepStats], bool] | None = None,
+                 rng: np.random.Generator, stop_before: StopBefore | None = None,
                  position: int = 0) -> Chunk:
         return generate_from_logits(self, context, max_tokens, sampling, rng, stop_before, position)
+
+    def score(self, context: list[int], tokens: list[int], *, with_stats: bool = False) -> Scores:
+        return score_from_logits(self, context, tokens, with_stats=with_stats)
 
     def is_eos(self, token: int) -> bool:
         return self._llama_cpp.llama_vocab_is_eog(self._vocab, token)
 
-    def advance(self, token: int) -> None:
-        self._eval([token])
-
-    # --- cache management -------------------------------------------------
     def sync(self, context: list[int]) -> int:
-        """Make the cache hold exactly ``context``; return how many tokens were evaluated."""
-        if not context:
-            raise BackendError(f"backend {self.name!r}: empty context")
-        if len(context) > self.llm.n_ctx():
-            raise BackendError(f"backend {self.name!r}: context of {len(context)} tokens exceeds n_ctx {self.llm.n_ctx()}")
-        common = common_prefix(self.llm.input_ids[: self.llm.n_tokens], context)
-        if common == len(context) and self._logits_at == common:
-            return 0
-        # The logits of the last context position are needed: re-evaluate at least one token.
-        common = min(common, len(context) - 1)
-        self.llm.n_tokens = common  # roll back; eval() drops the cache beyond n_tokens
-        self._eval(context[common:])
-        return len(context) - common
+        """Make the cache hold ``context`` (cached.sync); the tokens it evaluated."""
+        return sync(self, context)
 
-    def _eval(self, tokens: list[int]) -> None:
-        self.llm.eval(tokens)
-        self._logits_at = self.llm.n_tokens
+    # --- CachedModel (cached.py) ---------------------------------------------
+    def held(self):
+        return self.llm.input_ids[: self.llm.n_tokens]
+
+    def logits_ready(self) -> bool:
+        return self._logits_at == self.llm.n_tokens
+
+    def keep(self, n: int) -> None:
+        self.llm.n_tokens = n  # the next decode drops the cache beyond n (kv_cache_seq_rm)
+
+    def evaluate(self, tokens: list[int], logits_from: int | None = None) -> np.ndarray | None:
+        """Decode ``tokens`` in batches of n_batch. Logits are requested for the last token
+        and, with ``logits_from``, for tokens[logits_from:] only (per-position flags in the
+        llama_batch; never ``logits_all`` for the whole context)."""
+        llm, lib = self.llm, self._llama_cpp
+        if llm.n_tokens + len(tokens) > self.n_ctx:
+            raise BackendError(f"backend {self.name!r}: {llm.n_tokens + len(tokens)} tokens exceed n_ctx {self.n_ctx}")
+        llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
+        rows = []
+        batch = llm._batch.batch
+        for lo in range(0, len(tokens), llm.n_batch):
+            part = tokens[lo: lo + llm.n_batch]
+            n_past = llm.n_tokens
+            batch.n_tokens = len(part)
+            wanted = []
+            for i, tok in enumerate(part):
+                want = (logits_from is not None and lo + i >= logits_from) or lo + i == len(tokens) - 1
+                batch.token[i] = tok
+                batch.pos[i] = n_past + i
+                batch.seq_id[i][0] = 0
+                batch.n_seq_id[i] = 1
+                batch.logits[i] = want
+                if want and logits_from is not None:
+                    wanted.append(i)
+            llm._ctx.decode(llm._batch)
+            llm.input_ids[n_past: n_past + len(part)] = part
+            llm.n_tokens += len(part)
+            for i in wanted:  # read before the next decode overwrites them
+                ptr = lib.llama_get_logits_ith(llm._ctx.ctx, i)
+                rows.append(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy())
+        self._logits_at = llm.n_tokens
+        if logits_from is None:
+            return None
+        return np.stack(rows) if rows else np.zeros((0, self.n_vocab), dtype=np.float32)
 
     def logits(self) -> np.ndarray:
         """Next-token logits after the cache's last token (a copy, float32, n_vocab)."""

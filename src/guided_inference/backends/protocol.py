@@ -10,27 +10,38 @@ Contract of ``generate(context, max_tokens, sampling, rng, stop_before=None, pos
   2. Produce up to ``max_tokens`` new tokens with ``sampling`` (greedy when
      temperature is 0; otherwise drawn with ``rng``).
   3. Before each token, if ``stop_before`` is given, call it with that token's
-     ``StepStats`` (position = ``position`` + index); if it returns True, stop
-     without producing that token (``Chunk.stopped`` is then True).
+     ``StepStats`` (position = ``position`` + index) and the tokens this call has
+     produced so far; if it returns True, stop without producing that token
+     (``Chunk.stopped`` is then True). Statistics are computed only when
+     ``stop_before`` is given: they cost a full-vocabulary pass per token.
   4. Stop after an end-of-generation token; it is not returned but ``Chunk.eos``
      is True. The generated tokens are not returned with EOS.
+  5. Never evaluate past the model's context (``n_ctx``): the engine caps
+     ``max_tokens`` at the room left, so a backend may treat overflow as an error.
 Text-only backends (no token ids) set ``token_ids = False``: the engine then
 passes ``context`` as the full text (prompt + generated so far), hands off
 through text, and reads ``Chunk.text``, with ``Chunk.decode_tokens`` as the
 number of tokens the reply used. A backend is stateless between calls apart
 from its cache, so one backend can serve several problems (if ``concurrent``).
+
+Optional ability, declared by ``can_score``: ``score(context, tokens)`` teacher-forces
+``tokens`` after ``context`` in one batch and returns ``Scores`` (per position, the
+log-probability of the given token and the model's top-1). The verify consult and
+the divergence study use it; a backend without it is refused at start.
+
+Backends that hold a KV cache and expose logits implement the smaller helper
+protocol of ``cached.py`` and get ``generate``/``score`` from it.
 """
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..config import ConfigError, GuidedError, SamplingConfig
-from ..stats import StepStats, stats_from_logits
+from ..stats import StepStats
 
 
 class BackendError(GuidedError):
@@ -56,6 +67,21 @@ class Chunk:
     decode_s: float = 0.0
 
 
+@dataclass
+class Scores:
+    """Teacher-forced scores of ``tokens`` after ``context``. Index i describes the
+    model's distribution after ``context + tokens[:i]``."""
+
+    logprobs: np.ndarray  # [n] float64: natural-log probability of tokens[i]
+    top1: np.ndarray  # [n] int64: the model's argmax token at position i
+    stats: list[StepStats] | None = None  # [n], when asked for (with_stats=True)
+    prefill_tokens: int = 0  # tokens evaluated for this call (catch-up included)
+    prefill_s: float = 0.0
+
+
+StopBefore = Callable[[StepStats, list[int]], bool]
+
+
 @runtime_checkable
 class Backend(Protocol):
     name: str  # the catalogue name, alias, or file path the user gave
@@ -67,6 +93,8 @@ class Backend(Protocol):
     has_stats: bool  # per-token StepStats available
     token_ids: bool  # accepts and returns token ids
     concurrent: bool  # safe to call generate() from several threads at once (HTTP: yes; embedded: no)
+    adds_bos: bool  # tokenize(text, add_bos=True) / the server puts this model's BOS before a prompt itself
+    n_ctx: int | None  # context size in tokens, None when unknown (remote text APIs)
 
     def tokenize(self, text: str, *, add_bos: bool = False, special: bool = True) -> list[int]:
         """special=True parses control-token text (chat templates); generated text is
@@ -81,43 +109,9 @@ class Backend(Protocol):
         max_tokens: int,
         sampling: SamplingConfig,
         rng: np.random.Generator,
-        stop_before: Callable[[StepStats], bool] | None = None,
+        stop_before: StopBefore | None = None,
         position: int = 0,
     ) -> Chunk: ...
-
-
-def sample_token(logits: np.ndarray, sampling: SamplingConfig, rng: np.random.Generator) -> int:
-    """Greedy argmax, or temperature + nucleus (top_p) sampling with ``rng``.
-
-    Done here rather than in llama.cpp's sampler so that every backend with
-    logits samples identically and the seed alone fixes the draw.
-    """
-    if sampling.greedy:
-        return int(np.argmax(logits))
-    x = logits.astype(np.float64) / sampling.temperature
-    x -= x.max()
-    p = np.exp(x)
-    p /= p.sum()
-    if sampling.top_p < 1.0:
-        order = np.argsort(-p)
-        cum = np.cumsum(p[order])
-        keep = order[: int(np.searchsorted(cum, sampling.top_p)) + 1]
-        q = np.zeros_like(p)
-        q[keep] = p[keep]
-        p = q / q.sum()
-    return int(rng.choice(p.size, p=p))
-
-
-def common_prefix(held, context: list[int]) -> int:
-    """Length of the longest common prefix of the tokens a cache holds and a context."""
-    limit = min(len(held), len(context))
-    # Usually everything held is a prefix of the context (the engine only appends): check that first.
-    if limit and held[limit - 1] == context[limit - 1] and np.array_equal(held[:limit], context[:limit]):
-        return limit
-    common = 0
-    while common < limit and held[common] == context[common]:
-        common += 1
-    return common
 
 
 def env_threads() -> int:
@@ -128,35 +122,3 @@ def env_threads() -> int:
     if not value.isdigit() or int(value) < 1:
         raise ConfigError(f"GUIDED_THREADS must be a whole number >= 1, got {value!r}")
     return int(value)
-
-
-def generate_from_logits(backend, context: list[int], max_tokens: int, sampling: SamplingConfig,
-                         rng: np.random.Generator, stop_before: Callable[[StepStats], bool] | None,
-                         position: int) -> Chunk:
-    """The per-token loop shared by backends that hold a KV cache and expose logits.
-
-    ``backend`` provides ``sync(context) -> tokens evaluated``, ``logits()`` (next-token
-    logits after the cache's last token), ``advance(token)`` (evaluate one token),
-    ``is_eos(token)`` and ``collect_stats``. Follows the ``generate`` contract above.
-    """
-    chunk = Chunk()
-    t = time.perf_counter()
-    chunk.prefill_tokens = backend.sync(context)
-    chunk.prefill_s = time.perf_counter() - t
-    t = time.perf_counter()
-    for i in range(max_tokens):
-        logits = backend.logits()
-        stats = stats_from_logits(logits, position + i) if (backend.collect_stats or stop_before) else None
-        if stop_before is not None and stop_before(stats):
-            chunk.stopped = True
-            break
-        token = sample_token(logits, sampling, rng)
-        if backend.is_eos(token):
-            chunk.eos = True
-            break
-        chunk.tokens.append(token)
-        chunk.stats.append(stats)
-        backend.advance(token)  # keep the cache one step ahead: the next logits are ready
-    chunk.decode_tokens = len(chunk.tokens)
-    chunk.decode_s = time.perf_counter() - t
-    return chunk

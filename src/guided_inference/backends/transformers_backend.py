@@ -11,9 +11,11 @@ later loads take seconds. A GGUF model is tokenized by llama.cpp from the same
 file (vocabulary only), so its ids, its ``tokenizer_key`` and its chat template
 equal the embedded backend's: the two hand off token ids unchanged.
 
-KV cache as the protocol requires: the cache holds ``self.ids``; ``sync`` keeps the
-longest common prefix (``DynamicCache.crop``), evaluates the rest in one forward
-pass and keeps the last position's logits, so the next token needs no pass.
+KV cache as the protocol requires (``CachedModel`` of cached.py): the cache holds
+``self.ids``; ``keep`` crops it (``DynamicCache.crop``), ``evaluate`` runs one forward
+pass over new tokens and keeps the last position's logits, so the next token needs no pass.
+A model with sliding-window layers (Gemma-3) cannot be cropped once a layer has seen
+a whole window: such a rollback re-evaluates the kept tokens from the start.
 Needs the ``[analysis]`` extra (torch, transformers, accelerate, gguf, safetensors);
 none of it is imported unless this backend is built.
 """
@@ -28,13 +30,12 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from ..config import SamplingConfig
-from ..stats import StepStats
-from .protocol import BackendError, Chunk, common_prefix, env_threads, generate_from_logits
+from .cached import generate_from_logits, score_from_logits, sync
+from .protocol import BackendError, Chunk, Scores, StopBefore, env_threads
 
 
 def _require():
@@ -50,6 +51,7 @@ def _require():
 class TransformersBackend:
     has_stats = True
     token_ids = True
+    can_score = True
     concurrent = False  # one KV cache
 
     def __init__(self, source: str, *, name: str | None = None, device: str = "cpu", dtype: str = "float32",
@@ -89,6 +91,8 @@ class TransformersBackend:
         self._cache_kw = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         eos = self.model.generation_config.eos_token_id
         self._eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+        self.n_ctx = getattr(self.model.config, "max_position_embeddings", None)
+        self.adds_bos = bool(self.tokenize("", add_bos=True))
         self.ids: list[int] = []  # what the cache holds
         self._cache = None
         self._logits: np.ndarray | None = None  # next-token logits after self.ids
@@ -107,32 +111,51 @@ class TransformersBackend:
     def is_eos(self, token: int) -> bool:
         return self.vocab.is_eog(token) if self.vocab is not None else token in self._eos_ids
 
-    # --- Backend protocol: generate
+    # --- Backend protocol: generate, score
     def generate(self, context: list[int], max_tokens: int, sampling: SamplingConfig, rng: np.random.Generator,
-                 stop_before: Callable[[StepStats], bool] | None = None, position: int = 0) -> Chunk:
+                 stop_before: StopBefore | None = None, position: int = 0) -> Chunk:
         return generate_from_logits(self, context, max_tokens, sampling, rng, stop_before, position)
 
-    def advance(self, token: int) -> None:
-        self._forward([token])
+    def score(self, context: list[int], tokens: list[int], *, with_stats: bool = False) -> Scores:
+        return score_from_logits(self, context, tokens, with_stats=with_stats)
 
-    # --- cache management
     def sync(self, context: list[int]) -> int:
-        """Make the cache hold exactly ``context``; return how many tokens were evaluated."""
-        if not context:
-            raise BackendError(f"backend {self.name!r}: empty context")
-        common = common_prefix(self.ids, context)
-        if common == len(context) == len(self.ids) and self._logits is not None:
-            return 0
-        common = min(common, len(context) - 1)  # the last position's logits are needed
-        if common == 0:
-            self._cache, self.ids = None, []
-        elif common < len(self.ids):
-            self._cache.crop(common - len(self.ids))  # negative: drop that many (transformers 4 and 5)
-            self.ids = self.ids[:common]
-        self._forward(context[common:])
-        return len(context) - common
+        """Make the cache hold ``context`` (cached.sync); the tokens it evaluated."""
+        return sync(self, context)
 
-    def _forward(self, tokens: list[int]) -> None:
+    # --- CachedModel (cached.py)
+    def held(self) -> list[int]:
+        return self.ids
+
+    def logits_ready(self) -> bool:
+        return self._logits is not None
+
+    def keep(self, n: int) -> None:
+        """Keep the first n tokens, or none when the cache cannot roll back (see _crop): the
+        caller reads ``held()`` afterwards and re-evaluates from there."""
+        if n < len(self.ids) and not self._crop(n):
+            self._cache, self.ids = None, []
+        self._logits = None
+
+    def _crop(self, keep: int) -> bool:
+        """Roll the cache back to its first ``keep`` tokens; False if it cannot, and must be rebuilt.
+
+        A sliding-window layer (Gemma-3: 512 tokens) holds only its last window of states.
+        Once it has seen a whole window, the states a rollback would need again are gone,
+        and transformers refuses: ``RuntimeError`` in 5.x (its "past recording" only undoes
+        the last forward pass), ``ValueError`` in 4.5x, and older ``HybridCache`` has no
+        ``crop``. Re-evaluating the context from the start is then the only exact way.
+        """
+        if keep == 0:
+            return False
+        try:
+            self._cache.crop(keep - len(self.ids))  # negative: drop that many (transformers 4 and 5)
+        except (RuntimeError, ValueError, AttributeError):
+            return False  # the cache may be half cropped: the caller drops it whole
+        self.ids = self.ids[:keep]
+        return True
+
+    def evaluate(self, tokens: list[int], logits_from: int | None = None) -> np.ndarray | None:
         torch = self.torch
         # input: [1, T]; the cache holds len(self.ids) positions before it
         x = torch.tensor([tokens], dtype=torch.long, device=self.device)
@@ -141,6 +164,9 @@ class TransformersBackend:
         self._cache = getattr(out, "cache", None) or out.past_key_values
         self.ids = self.ids + list(tokens)
         self._logits = out.logits[0, -1].float().cpu().numpy()  # [vocab]
+        if logits_from is None:
+            return None
+        return out.logits[0, logits_from:].float().cpu().numpy()  # [T - logits_from, vocab]
 
     def logits(self) -> np.ndarray:
         return self._logits.copy()

@@ -26,11 +26,17 @@ EVAL_MAX_NEW_TOKENS = 1024  # long enough that MATH answers are rarely cut off (
 
 
 def register(sub, *, add_model_flags, add_generation_flags, flag, generation_config) -> None:
+    from .calibrate import register_calibrate
+
+    register_calibrate(sub, add_model_flags=add_model_flags, add_generation_flags=add_generation_flags, flag=flag,
+                       generation_config=generation_config)
     e = sub.add_parser("eval", help="evaluate a base/oracle pair on a dataset (resumable JSONL)")
     add_model_flags(e)
     add_generation_flags(e)
     _run_flags(e, flag)
     flag(e, "output_file", default=None, help="results JSONL (default out/<dataset>_<base>_<oracle>_<policy>_c_k.jsonl)")
+    flag(e, "target_share", type=float, default=None,
+         help="calibrate the policy's threshold to this oracle share first (cached in calibration/), then run")
     e.set_defaults(func=cmd_eval, make_config=generation_config)
 
     s = sub.add_parser("sweep", help="run a grid of (k, c) budgets, then print the table and plot", conflict_handler="resolve")
@@ -118,13 +124,41 @@ def _settings(args, output: Path):
 def _load_pair(args, config):
     from ..pair import load_pair
 
-    return load_pair(args.base_model, args.oracle_model, n_ctx=args.n_ctx, collect_stats=config.collect_stats)
+    pair = load_pair(args.base_model, args.oracle_model, n_ctx=args.n_ctx)
+    if getattr(args, "calibration", None):
+        from ..calibration import check_calibration_models
+
+        check_calibration_models(args.calibration, pair.base, pair.oracle)
+    return pair
 
 
 def _show(trace) -> str:
     from ..cli import render_trace  # terminal colouring lives in the CLI
 
     return render_trace(trace)
+
+
+def calibrate_first(args) -> None:
+    """``eval --target_share t``: use (or make, then cache) the calibration for this policy,
+    budget and base, on the default calibration split (MATH test minus MATH-500)."""
+    if getattr(args, "target_share", None) is None:
+        return
+    if args.calibration:
+        raise ConfigError("give --target_share or --calibration, not both")
+    import argparse as _argparse
+
+    from .calibrate import cmd_calibrate
+
+    c = args.c if args.c is not None else 5
+    k = args.k if args.k is not None else 10
+    name = f"{args.policy}_c{c}_k{k}_share{args.target_share:g}_{Path(args.base_model).name}.json"
+    path = Path("calibration") / name
+    if not path.exists():
+        cal = _argparse.Namespace(**vars(args))
+        cal.dataset, cal.num_samples, cal.offset, cal.data, cal.from_results, cal.base_file = None, None, 0, None, None, None
+        cal.output_file = str(path)
+        cmd_calibrate(cal)
+    args.calibration = str(path)
 
 
 def cmd_eval(args) -> int:
@@ -134,6 +168,7 @@ def cmd_eval(args) -> int:
 
     task, problems, defaults, selection = load_selection(args)
     _apply_defaults(args, defaults)
+    calibrate_first(args)
     config = args.make_config(args)
     output = Path(args.output_file) if args.output_file else Path("out") / run_name(
         task.name, args.base_model, args.oracle_model, config.policy, config.c, config.k, selection.shard)
@@ -190,19 +225,29 @@ def _read(files: list[str]) -> list[tuple[str, list[dict]]]:
 
 
 def cmd_report(args) -> int:
-    from .report import format_breakdown, format_table, latest, summarize
+    from .report import format_breakdown, format_costs, format_table, latest, summarize
 
+    keys = None  # default: both breakdowns for one file, none for several
+    if args.by is not None:  # checked before any file is read or anything printed
+        keys = [] if args.by == "none" else list(parse_str_list("by", args.by))
+        for key in keys:
+            if key not in ("level", "subject"):
+                raise ConfigError(f"by must be a comma list of level, subject, or none; got {key!r}")
     analysis = _analysis(args)
     runs = _read(args.files)
     if args.merge:
         runs = [("+".join(label for label, _ in runs), [r for _, rows in runs for r in rows])]
     runs = [(label, latest(rows)) for label, rows in runs]
-    print(format_table([summarize(rows, label) for label, rows in runs]))
-    by = args.by if args.by is not None else ("level,subject" if len(runs) == 1 else "none")
-    keys = [] if by == "none" else list(parse_str_list("by", by))
+    summaries = [summarize(rows, label) for label, rows in runs]
+    print(format_table(summaries))
+    for s in summaries:  # a timeout is graded wrong: say how many of the wrong answers it accounts for
+        if s.grade_timeouts:
+            print(f"{s.label}: {s.grade_timeouts} grading timeout(s), counted as wrong")
+    print("\nconsult cost (oracle wrote = tokens in the result; oracle read = its prefill, catch-up and verify):")
+    print(format_costs(runs))
+    if keys is None:
+        keys = ["level", "subject"] if len(runs) == 1 else []
     for key in keys:
-        if key not in ("level", "subject"):
-            raise ConfigError(f"by must be a comma list of level, subject, or none; got {key!r}")
         for label, rows in runs:
             if any(r.get(key) is not None for r in rows):
                 print(f"\n{label} by {key}:\n{format_breakdown(rows, key)}")

@@ -180,3 +180,38 @@ def format_comparison(c: Comparison, label_a: str = "A", label_b: str = "B") -> 
             f"{label_b} - {label_a}: {100 * c.diff:+.1f} points, paired bootstrap 95% CI "
             f"[{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}]\n"
             f"right only in {label_a}: {c.a_wins}, right only in {label_b}: {c.b_wins}")
+
+
+COST_HEADER = ("run", "policy", "threshold", "target share", "realised share", "consults/problem",
+               "oracle wrote", "oracle read", "rejected")
+
+
+def target_share(rows: list[dict]) -> float | None:
+    """The oracle share a calibrated run aimed at (from its threshold_source), else None."""
+    source = ((rows[0].get("config") or {}).get("threshold_source") or "") if rows else ""
+    if "target_share" not in source:
+        return None
+    try:
+        return float(source.rsplit("target_share", 1)[1].split()[0])
+    except (ValueError, IndexError):
+        return None
+
+
+def cost_row(label: str, rows: list[dict]) -> tuple[str, ...]:
+    """What a run's consults cost: realised oracle share beside its target, and for verify the
+    oracle's reads (prefill tokens) beside its writes and the base tokens it rejected."""
+    graded = [r for r in rows if is_graded(r)]
+    s = summarize(graded, label)
+    config = (graded[0].get("config") or {}) if graded else {}
+    wrote = sum(r.get("oracle_tokens") or 0 for r in graded)
+    read = sum(((r.get("timings") or {}).get("oracle") or {}).get("prefill_tokens", 0) for r in graded)
+    target = target_share(graded)
+    threshold = config.get("threshold")
+    return (label, str(config.get("policy", "-")), "-" if threshold is None else f"{threshold:.4g}",
+            "-" if target is None else pct(target), pct(s.oracle_share),
+            f"{sum(len(r.get('cheat_positions') or []) for r in graded) / len(graded):.1f}" if graded else "-",
+            str(wrote), str(read), str(sum(r.get("rejected_tokens") or 0 for r in graded)))
+
+
+def format_costs(runs: list[tuple[str, list[dict]]]) -> str:
+    return format_table([], header=COST_HEADER, rows=[cost_row(label, rows) for label, rows in runs])

@@ -21,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from ..config import GuidedError
 
 # What must agree between a file's lines and the run appending to it.
 KEY_FIELDS = ("dataset", "prompt_template", "base_model_id", "oracle_model_id", "base_sha256", "oracle_sha256",
-              "config")
+              "config", "seed_derivation")
 
 
 class ResultsError(GuidedError):
@@ -124,8 +125,15 @@ def _open_locked(path: Path) -> int:
 
 
 def write_atomic(path: Path, rows: list[dict]) -> None:
+    """Replace ``path`` with ``rows`` (temp file, fsync, rename), keeping the file's permissions.
+
+    ``mkstemp`` creates its file 0600; the replacement takes the old file's mode, or for
+    a new file what ``open`` would have given it (0644 less the umask).
+    """
+    mode = _mode_for(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             for row in rows:
                 f.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
@@ -136,6 +144,15 @@ def write_atomic(path: Path, rows: list[dict]) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _mode_for(path: Path) -> int:
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0o022)  # read it (there is no getter before Python 3.13), then put it back
+        os.umask(umask)
+        return 0o644 & ~umask
 
 
 def run_key(row: dict) -> dict:

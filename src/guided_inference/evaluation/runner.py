@@ -23,8 +23,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import ConfigError, GenerationConfig
-from ..engine import guided_generate
+from ..config import ConfigError, GenerationConfig, check_int
+from ..engine import SEED_DERIVATION, guided_generate
 from ..prompts import chat_prompt
 from ..pair import Pair
 from ..tasks import Problem, Task
@@ -40,8 +40,7 @@ class EvalSettings:
     progress: bool = True  # tqdm bar on stderr
 
     def __post_init__(self) -> None:
-        if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int) or self.concurrency < 1:
-            raise ConfigError(f"concurrency must be an integer >= 1, got {self.concurrency!r}")
+        check_int("concurrency", self.concurrency, 1)
         if not (isinstance(self.grade_timeout_s, (int, float)) and self.grade_timeout_s > 0):
             raise ConfigError(f"grade_timeout must be a number of seconds > 0, got {self.grade_timeout_s!r}")
 
@@ -60,7 +59,7 @@ def run_header(task: Task, pair: Pair, config: GenerationConfig) -> dict:
     """The fields every line of one run shares (provenance, config, dataset, template)."""
     head = {"c": config.c, "k": config.k, **config.params()}
     head.update(pair.provenance(config))
-    head.update(dataset=task.name, prompt_template=task.template_id)
+    head.update(dataset=task.name, prompt_template=task.template_id, seed_derivation=SEED_DERIVATION)
     return json.loads(json.dumps(head))  # exactly what a line read back from the file holds
 
 
@@ -69,7 +68,7 @@ def make_row(head: dict, problem: Problem, prompt: str, trace, grade, error: str
     """One output line: the original tool's fields, the trace, the verdict, provenance."""
     row = dict(head)
     row.update(unique_id=problem.unique_id, level=problem.level, subject=problem.subject, prompt=prompt,
-               ground_truth=problem.answer, error=error)
+               ground_truth=problem.answer, error=error, seed_key=problem.unique_id)
     if trace is None:
         row.update(result=None, parsed_answer=None, correct=None, grade_timeout=False, interleaved_outputs=[],
                    cheat_positions=[], total_tokens_generated=0, base_tokens=0, oracle_tokens=0,
@@ -83,10 +82,10 @@ def make_row(head: dict, problem: Problem, prompt: str, trace, grade, error: str
     return row
 
 
-def _generate(pair: Pair, prompt: str, config: GenerationConfig):
+def _generate(pair: Pair, prompt: str, config: GenerationConfig, seed_key: str):
     """(trace, None) or (None, error message): a failing backend is recorded, not fatal."""
     try:
-        return guided_generate(prompt, pair.base, pair.oracle, config), None
+        return guided_generate(prompt, pair.base, pair.oracle, config, seed_key=seed_key), None
     except Exception as e:  # noqa: BLE001 - any backend failure becomes an `error` line, retried on rerun
         return None, f"{type(e).__name__}: {e}"
 
@@ -146,11 +145,11 @@ def _results(pair: Pair, todo: list[Problem], prompts: dict, config: GenerationC
     """Yield (problem, (trace, error)) as generations finish; in order when sequential."""
     if workers == 1:
         for p in todo:
-            yield p, _generate(pair, prompts[p.unique_id], config)
+            yield p, _generate(pair, prompts[p.unique_id], config, p.unique_id)
         return
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="guided-eval")
     try:
-        futures = {pool.submit(_generate, pair, prompts[p.unique_id], config): p for p in todo}
+        futures = {pool.submit(_generate, pair, prompts[p.unique_id], config, p.unique_id): p for p in todo}
         for f in as_completed(futures):
             yield futures[f], f.result()
     finally:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..config import ConfigError
+from ..config import ConfigError, check_int
 from . import Problem
 
 
@@ -35,10 +35,9 @@ class Selection:
     shard: tuple[int, int] | None = None  # (i, n), 1 <= i <= n
 
     def __post_init__(self) -> None:
-        if self.num_samples is not None and (isinstance(self.num_samples, bool) or self.num_samples < 1):
-            raise ConfigError(f"num_samples must be an integer >= 1, got {self.num_samples!r}")
-        if isinstance(self.offset, bool) or not isinstance(self.offset, int) or self.offset < 0:
-            raise ConfigError(f"offset must be an integer >= 0, got {self.offset!r}")
+        if self.num_samples is not None:
+            check_int("num_samples", self.num_samples, 1)
+        check_int("offset", self.offset, 0)
         if self.shard is not None:
             i, n = self.shard
             if not (n >= 1 and 1 <= i <= n):

@@ -1,0 +1,196 @@
+"""Write the results tables of README.md and docs/results.md from the results files.
+
+    python scripts/docs_tables.py           # rewrite the tables in place
+    python scripts/docs_tables.py --check   # exit 1, naming each table that differs; write nothing
+
+Each generated block sits between ``<!-- table:NAME -->`` and ``<!-- /table -->`` (Markdown
+does not show the comments); everything outside the markers is left exactly as it is. Every
+number comes from ``evaluation/report.py`` over ``results/math500-first100/*.jsonl``: the same
+``summarize``, ``breakdown`` and ``compare`` (10,000 paired bootstrap resamples, seed 0) that
+``guided report`` and ``guided compare`` print, so the docs cannot drift from the evidence.
+``tests/test_docs_tables.py`` fails when a committed table differs from what this writes.
+
+To add a run (e.g. a re-run of a policy), add it to ``RUNS`` (and to ``PAIRS`` for its
+paired comparisons), run this script, commit the docs and the results file together.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))  # this tree's package, not whichever one is installed
+
+from guided_inference.evaluation.report import Summary, breakdown, compare, latest, pct, summarize  # noqa: E402
+from guided_inference.evaluation.results import read_rows  # noqa: E402
+
+RESULTS = "results/math500-first100"
+DOCS = ("README.md", "docs/results.md")
+MARKER = re.compile(r"<!-- table:([a-z0-9-]+) -->\n(.*?)<!-- /table -->", re.S)
+
+
+@dataclass(frozen=True)
+class Run:
+    key: str
+    file: str  # under RESULTS
+    readme_label: str
+    label: str  # docs/results.md
+
+
+RUNS = (
+    Run("base", "math500_0.5B_1.5B_never_c0_k10.jsonl", "base only", "base only (0.5B)"),
+    Run("random", "math500_0.5B_1.5B_random_c20_k10.jsonl", "random consults, c=20 k=10", "guided, random p=0.5"),
+    Run("oracle", "math500_0.5B_1.5B_always_c103_k10.jsonl", "oracle only", "oracle only (1.5B)"),
+)
+# (label, run A, run B): the difference is B - A, as `guided compare A B` prints it.
+PAIRS = (
+    ("guided − base only", "base", "random"),
+    ("oracle only − guided", "random", "oracle"),
+    ("oracle only − base only", "base", "oracle"),
+)
+LEVEL_COLUMNS = (("base", "base only"), ("random", "guided c=20 k=10"), ("oracle", "oracle only"))
+# The random c=20 k=10 run again, with per-problem consult schedules (issue 8 §1); it may be partial.
+RESEEDED = Run("reseeded", "math500_0.5B_1.5B_random_c20_k10_perproblem.jsonl", "",
+               "random p=0.5, per-problem schedules")
+
+
+def load(root: Path = ROOT) -> dict[str, list[dict]]:
+    runs = {r.key: latest(read_rows(root / RESULTS / r.file)) for r in RUNS}
+    path = root / RESULTS / RESEEDED.file
+    runs[RESEEDED.key] = latest(read_rows(path)) if path.exists() else []
+    return runs
+
+
+def reseeded(runs: dict[str, list[dict]]) -> str:
+    """The fixed-schedule and per-problem random runs side by side, on the problems both
+    graded, with paired differences (per-problem minus fixed, and minus base only)."""
+    new = [r for r in runs["reseeded"] if r.get("error") is None]
+    ids = {r["unique_id"] for r in new}
+    rows = []
+    for key, label in (("base", "base only"), ("random", "random, one schedule for all problems"),
+                       ("reseeded", RESEEDED.label), ("oracle", "oracle only")):
+        s = summarize([r for r in runs[key] if r["unique_id"] in ids], key)
+        rows.append((label, str(s.n), pct(s.accuracy), ci(s), share(s.oracle_share)))
+    out = table(("run (same problems)", "n", "accuracy", "95% CI (Wilson)", "oracle-token share"), rows)
+    pairs = []
+    for label, a in (("per-problem − one schedule", "random"), ("per-problem − base only", "base")):
+        c = compare(runs[a], new, n_boot=10_000, seed=0)
+        pairs.append((label, str(c.shared), f"{100 * c.diff:+.1f} points",
+                      f"[{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}]", f"{c.a_wins} / {c.b_wins}"))
+    return out + "\n" + table(("comparison", "shared", "difference", "95% CI (paired bootstrap)",
+                                "right only in A / only in B"), pairs)
+
+
+def share(x: float) -> str:
+    """Oracle-token share: the two ends are exact (no oracle token at all, or nothing but)."""
+    return "0%" if x == 0 else "100%" if x == 1 else pct(x)
+
+
+def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    line = lambda cells: "| " + " | ".join(cells) + " |"  # noqa: E731
+    return "\n".join([line(header), "|" + "|".join("---" for _ in header) + "|", *map(line, rows)]) + "\n"
+
+
+def ci(s: Summary) -> str:
+    return f"{pct(s.ci_low)}-{pct(s.ci_high)}"
+
+
+def readme_first100(runs: dict[str, list[dict]]) -> str:
+    rows = []
+    for r in RUNS:
+        s = summarize(runs[r.key], r.key)
+        rows.append((r.readme_label, pct(s.accuracy), ci(s), share(s.oracle_share)))
+    return table(("run", "accuracy", "95% CI", "oracle-token share"), rows)
+
+
+def first100(runs: dict[str, list[dict]]) -> str:
+    rows = []
+    for r in RUNS:
+        s = summarize(runs[r.key], r.key)
+        k = "–" if s.policy == "never" else str(s.k)
+        c = f"{s.c} (every step)" if s.policy == "always" else str(s.c)
+        rows.append((r.label, k, c, str(s.n), f"**{pct(s.accuracy)}**", ci(s), share(s.oracle_share),
+                     f"{s.mean_tokens:.0f}", pct(s.truncated), f"{s.generation_s:,.0f} s"))
+    max_new = {row["config"]["max_new_tokens"] for rows in runs.values() for row in rows}
+    assert len(max_new) == 1, f"runs with different max_new_tokens: {sorted(max_new)}"
+    return table(("run", "k", "c", "n", "accuracy", "95% CI (Wilson)", "oracle-token share", "mean tokens",
+                  f"truncated ({max_new.pop():,})", "generation time (sum)"), rows)
+
+
+def guided_usage(runs: dict[str, list[dict]]) -> str:
+    rows = [r for r in runs["random"] if r.get("error") is None]
+    n, c = len(rows), rows[0]["c"]
+    consults = sum(len(r["cheat_positions"]) for r in rows) / n
+    oracle = sum(r["oracle_tokens"] for r in rows) / n
+    base = sum(r["base_tokens"] for r in rows) / n
+    return (f"The guided run used {consults:.1f} consults per problem on average (of {c} allowed; shorter answers\n"
+            f"end first): {oracle:.0f} oracle tokens and {base:.0f} base tokens per problem.\n")
+
+
+def paired(runs: dict[str, list[dict]]) -> str:
+    rows = []
+    for label, a, b in PAIRS:
+        c = compare(runs[a], runs[b], n_boot=10_000, seed=0)
+        rows.append((label, str(c.shared), f"**{100 * c.diff:+.1f} points**",
+                     f"[{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}]", f"{c.a_wins} / {c.b_wins}"))
+    return table(("comparison", "shared", "difference", "95% CI (paired bootstrap)", "right only in A / only in B"), rows)
+
+
+def by_level(runs: dict[str, list[dict]]) -> str:
+    columns = [{level: s for level, s in breakdown(runs[key], "level")} for key, _ in LEVEL_COLUMNS]
+    levels = list(columns[0])
+    rows = []
+    for level in levels:
+        ns = {col[level].n for col in columns}
+        assert len(ns) == 1, f"level {level}: the runs graded different numbers of problems {sorted(ns)}"
+        rows.append((str(level), str(ns.pop()), *(pct(col[level].accuracy) for col in columns)))
+    return table(("level", "n", *(title for _, title in LEVEL_COLUMNS)), rows)
+
+
+TABLES = {
+    "readme-first100": readme_first100,
+    "first100": first100,
+    "guided-usage": guided_usage,
+    "paired": paired,
+    "by-level": by_level,
+    "reseeded": reseeded,
+}
+
+
+def render(text: str, runs: dict[str, list[dict]]) -> str:
+    """``text`` with every marked block regenerated; KeyError for a block name not in TABLES."""
+    def block(m: re.Match) -> str:
+        name = m.group(1)
+        if name not in TABLES:
+            raise KeyError(f"unknown table {name!r} (known: {', '.join(TABLES)})")
+        return f"<!-- table:{name} -->\n{TABLES[name](runs)}<!-- /table -->"
+
+    return MARKER.sub(block, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--check", action="store_true", help="report differences, write nothing")
+    args = ap.parse_args(argv)
+    runs = load()
+    stale = []
+    for doc in DOCS:
+        path = ROOT / doc
+        old = path.read_text(encoding="utf-8")
+        new = render(old, runs)
+        if new == old:
+            continue
+        stale += [f"{doc}: table:{a.group(1)}" for a, b in zip(MARKER.finditer(old), MARKER.finditer(new))
+                  if a.group(0) != b.group(0)]
+        if not args.check:
+            path.write_text(new, encoding="utf-8")
+    for s in stale:
+        print(f"{'differs' if args.check else 'rewrote'}: {s}")
+    return 1 if args.check and stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""``guided calibrate``: base-only traces outside the evaluation set, teacher-forced once,
+replayed to find the threshold that spends a target oracle share (``calibration.py``).
+
+    guided calibrate --policy entropy --target_share 0.10 --c 20 --k 10 --base_model 0.5B \\
+        --dataset math --num_samples 50 --output_file cal.json
+    guided calibrate --policy verify --target_share 0.10 --from_results base_only_math.jsonl --output_file cal.json
+
+Default split: the MATH test set minus MATH-500 (problems whose ``unique_id`` is in
+MATH-500 are dropped); problems of MATH-500 itself are refused, as are results files
+that are not base-only. The base-only run is an ordinary resumable results file
+(``<output_file>.base.jsonl`` unless ``--base_file``), so an interrupted calibration
+resumes and a second policy reuses it.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..calibration import (CALIBRATABLE, calibration_record, choose_threshold, firing_score,
+                           write_calibration)
+from ..config import ConfigError, GuidedError
+from ..tasks import get_task
+from .results import read_rows
+
+CAL_NUM_SAMPLES = 50
+
+
+def math500_ids() -> set[str]:
+    return {p.unique_id for p in get_task("math500").load()}
+
+
+def base_only_rows(path: str, base) -> list[dict]:
+    """Rows of a base-only results file; one-line errors for any other kind of file."""
+    try:
+        rows = [r for r in read_rows(path) if r.get("error") is None]
+    except FileNotFoundError:
+        raise GuidedError(f"results file not found: {path!r}") from None
+    if not rows or any("token_ids" not in r or "prompt" not in r for r in rows):
+        raise GuidedError(f"{path!r} is not a results file with token ids (guided eval writes them)")
+    bad = next((r for r in rows if r.get("oracle_tokens") or r.get("cheat_positions")), None)
+    if bad is not None:
+        raise GuidedError(f"{path!r} is not base-only: {bad['unique_id']} has oracle tokens "
+                          f"(policy {bad.get('config', {}).get('policy')!r}); calibrate needs --policy never runs")
+    if base.sha256 and rows[0].get("base_sha256") not in (None, base.sha256):
+        raise GuidedError(f"{path!r} was made with base sha256 {rows[0]['base_sha256'][:12]}, "
+                          f"this base {base.name!r} is {base.sha256[:12]}")
+    overlap = sorted({r["unique_id"] for r in rows} & math500_ids())
+    if overlap:
+        raise GuidedError(f"{path!r} holds {len(overlap)} MATH-500 problem(s) (e.g. {overlap[0]}): calibrate on "
+                          "problems outside the evaluation set (default: MATH test minus MATH-500)")
+    return rows
+
+
+def run_base_only(args, pair, base_file: Path) -> list[dict]:
+    from ..config import GenerationConfig
+    from .cli import EVAL_MAX_NEW_TOKENS, _show
+    from .runner import EvalSettings, run_eval
+
+    task = get_task(args.dataset or "math")
+    if task.name == "math500":
+        raise ConfigError("calibrate refuses --dataset math500: calibrate outside the evaluation set "
+                          "(default: math, minus the MATH-500 problems)")
+    held_out = math500_ids()
+    problems = [p for p in task.load() if p.unique_id not in held_out][args.offset:]
+    problems = problems[: args.num_samples or CAL_NUM_SAMPLES]
+    config = GenerationConfig(policy="never", c=0, max_new_tokens=args.max_new_tokens or EVAL_MAX_NEW_TOKENS,
+                              seed=args.seed or 0)
+    run_eval(task, problems, pair, config, EvalSettings(base_file, progress=not args.no_progress), show=_show)
+    return base_only_rows(str(base_file), pair.base)
+
+
+def cmd_calibrate(args) -> int:
+    from ..calibration import check_calibration_models  # noqa: F401 - same module family
+    from ..pair import load_pair
+    from ..prompts import prompt_ids
+    from ..teacher import teacher_force
+
+    if args.target_share is None or not (0.0 < args.target_share < 1.0):
+        raise ConfigError(f"target_share must be a number in (0, 1), got {args.target_share!r}")
+    if not args.output_file:
+        raise ConfigError("--output_file is required (the calibration JSON)")
+    if args.policy not in CALIBRATABLE:
+        raise ConfigError(f"calibrate supports {', '.join(CALIBRATABLE)}, got --policy {args.policy!r}")
+    config = args.make_config(args)
+    verify = config.consult_mode == "verify"
+    out = Path(args.output_file)
+    pair = load_pair(args.base_model, args.oracle_model if verify else args.base_model, n_ctx=args.n_ctx)
+    if args.from_results:
+        rows, source = base_only_rows(args.from_results, pair.base), f"results {args.from_results}"
+    else:
+        base_file = Path(args.base_file) if args.base_file else out.with_suffix(".base.jsonl")
+        rows, source = run_base_only(args, pair, base_file), f"base-only run {base_file}"
+    router = None
+    if config.policy == "learned":
+        from ..router import load_router
+
+        router = load_router(config.router, expected_sha256=config.router_sha256)
+    scores, direction = [], "above"
+    for i, row in enumerate(rows):
+        feats = teacher_force(pair.base, prompt_ids(pair.base, row["prompt"]), row["token_ids"],
+                              oracle=pair.oracle if verify else None)
+        s, direction = firing_score(config.policy, feats, config, router)
+        scores.append(s)
+        print(f"\rteacher-forced {i + 1}/{len(rows)}", end="", file=sys.stderr)
+    print(file=sys.stderr)
+    threshold, share, curve = choose_threshold(scores, direction, args.target_share, config, verify)
+    record = calibration_record(config.policy, config, args.target_share, threshold, share, curve,
+                                base=pair.base, oracle=pair.oracle if verify else None,
+                                problem_ids=[r["unique_id"] for r in rows], source=source)
+    write_calibration(out, record)
+    print(f"{out}: policy {config.policy}, threshold {threshold:.6g}, expected oracle share {100 * share:.1f}% "
+          f"(target {100 * args.target_share:.1f}%) over {len(rows)} problems, c={config.c} k={config.k}")
+    return 0
+
+
+def register_calibrate(sub, *, add_model_flags, add_generation_flags, flag, generation_config) -> None:
+    p = sub.add_parser("calibrate", help="the threshold at which a policy spends a target oracle share")
+    add_model_flags(p)
+    add_generation_flags(p)
+    flag(p, "target_share", type=float, default=None, help="oracle-token share to aim at, in (0, 1)")
+    flag(p, "from_results", default=None, help="a base-only results file (policy never) instead of running the base")
+    flag(p, "dataset", default=None, help="dataset of the base-only run (default math, minus MATH-500)")
+    flag(p, "num_samples", type=int, default=None, help=f"problems of the base-only run (default {CAL_NUM_SAMPLES})")
+    flag(p, "offset", type=int, default=0, help="skip this many problems of the split first")
+    flag(p, "base_file", default=None, help="where the base-only run goes (default <output_file>.base.jsonl)")
+    flag(p, "output_file", default=None, help="the calibration JSON to write")
+    flag(p, "no_progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_calibrate, make_config=generation_config)
