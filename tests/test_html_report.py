@@ -157,3 +157,50 @@ def test_render_html_tables_and_breakdowns():
     assert [r[:3] for r in levels[1:]] == [["1", "1", "100.0%"], ["2", "2", "50.0%"]]
     for row in levels[1:]:
         check_row(dict(zip(levels[0], row)), [r for r in RUN_A if str(r["level"]) == row[0]])
+
+
+# --- the analysis section: a real `guided analyze` output, its plots embedded and decoded by Chromium
+
+ANALYSIS_DIR = Path(__file__).resolve().parents[1] / "results" / "math500-first100" / "analysis"
+RANDOM_C20 = Path(__file__).resolve().parents[1] / "results" / "math500-first100" / "math500_0.5B_1.5B_random_c20_k10.jsonl"
+ANALYSIS = ANALYSIS_DIR / "math500_0.5B_1.5B_random_c20_k10_analysis.jsonl"
+
+
+@pytest.fixture(scope="module")
+def analysis_page(tmp_path_factory):
+    """The report of the committed random c=20 run with its committed analysis file (both real)."""
+    out = tmp_path_factory.mktemp("analysis") / "report.html"
+    proc = subprocess.run([sys.executable, "-m", "guided_inference.cli", "report", "--html", str(out),
+                           "--analysis_file", str(ANALYSIS), str(RANDOM_C20)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_analysis_section_embeds_the_plots_and_they_load(analysis_page, tmp_path):
+    from guided_inference.analysis.plots import analysis_figures
+    from guided_inference.evaluation.results import read_rows
+
+    expected = [name for name, _ in analysis_figures(read_rows(ANALYSIS))]
+    assert "entropy_varentropy.png" in expected and "correlation.png" in expected
+    # The test's own probe, appended to a copy of the page: after load, each analysis image's decoded width.
+    probe = ("<script>window.addEventListener('load', function () {"
+             "var imgs = document.querySelectorAll('#analysis img');"
+             "document.body.setAttribute('data-decoded', Array.prototype.map.call(imgs, function (i) {"
+             "return i.alt + ':' + i.naturalWidth; }).join(','));});</script>")
+    page = tmp_path / "probe.html"
+    page.write_text(analysis_page.read_text(encoding="utf-8").replace("</body>", probe + "</body>"), encoding="utf-8")
+    dom = open_in_chromium(page, tmp_path)
+    decoded = dict(kv.split(":") for kv in re.search(r'data-decoded="([^"]*)"', dom).group(1).split(","))
+    assert list(decoded) == expected
+    assert all(int(w) >= 300 for w in decoded.values()), decoded  # every PNG decoded to a real image
+    assert "Statistics at consult points" in dom and "wrong, consults (n=" in dom
+
+
+def test_report_refuses_analysis_file_without_html_or_not_an_analysis(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "guided_inference.cli", "report", "--analysis_file", str(ANALYSIS),
+                           str(RANDOM_C20)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "needs --html" in proc.stderr
+    out = tmp_path / "r.html"
+    proc = subprocess.run([sys.executable, "-m", "guided_inference.cli", "report", "--html", str(out),
+                           "--analysis_file", str(RANDOM_C20), str(RANDOM_C20)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "is not an output file of guided analyze" in proc.stderr and not out.exists()

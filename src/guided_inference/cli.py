@@ -224,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     if register is not None:
         register(sub, add_model_flags=add_model_flags, add_generation_flags=add_generation_flags, flag=flag,
                  generation_config=generation_config)
+    from .analysis.cli import register as register_analysis; register_analysis(sub, flag=flag)  # noqa: E702
     return p
 
 

@@ -25,6 +25,10 @@ import inspect
 import json
 import os
 import shutil
+import sys
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -176,6 +180,40 @@ class TransformersBackend:
             out = self.model(input_ids=x, output_attentions=True, use_cache=False)
         return [a[0].float().cpu().numpy() for a in out.attentions]
 
+    # --- analysis: one teacher-forced pass, only the rows asked for
+    def teacher_forced(self, ids: list[int], rows: list[int], *, layers: list[int] | None = None,
+                       reduce: Callable | None = None) -> "TeacherForced":
+        """One forward pass over ``ids`` (no cache, the backend's KV cache is left alone).
+
+        Returns the next-token logits at sequence indices ``rows`` ([len(rows), vocab], float32)
+        and, for each layer in ``layers`` (indices into the decoder stack; negative counts from
+        the end; None: the last), each row's attention over the keys that row may attend to
+        (the causal prefix, or a sliding window where the model has one):
+        ``scores`` [heads, n] pre-softmax (q.k * scaling) and ``probs`` [heads, n] the eager
+        softmax weights. Heads are query heads (grouped-query attention repeats key heads).
+        ``reduce(layer, row, scores, probs)`` turns each row into what is kept (default: the
+        pair of numpy arrays), so that only rows, never a layer's [heads, T, T] map, outlive
+        the layer that made them: a 1,024-token pass keeps len(rows) x heads x T floats per layer.
+        """
+        torch = self.torch
+        n_layers = self.model.config.num_hidden_layers
+        wanted = sorted({(i + n_layers) if i < 0 else i for i in (layers if layers is not None else [-1])})
+        if any(not 0 <= i < n_layers for i in wanted):
+            raise BackendError(f"layers must be in [-{n_layers}, {n_layers - 1}] for {self.name!r}, got {layers}")
+        if any(not 0 <= r < len(ids) for r in rows):
+            raise BackendError(f"rows must index the {len(ids)} tokens given, got {min(rows)}..{max(rows)}")
+        capture = _RowCapture(torch, wanted, list(rows), reduce or (lambda layer, row, s, p: (s, p)))
+        x = torch.tensor([list(ids)], dtype=torch.long, device=self.device)
+        index = torch.tensor(list(rows), dtype=torch.long, device=self.device)
+        with torch.inference_mode(), _capturing(self.model, capture):
+            hidden = self.model.get_decoder()(input_ids=x, use_cache=False).last_hidden_state  # [1, T, d]
+            logits = self.model.get_output_embeddings()(hidden[0, index])  # [R, vocab]: only the rows asked for
+            cap = getattr(self.model.config, "final_logit_softcapping", None)
+            if cap:
+                logits = torch.tanh(logits / cap) * cap
+        return TeacherForced(logits.float().cpu().numpy(), capture.kept, n_layers,
+                             self.model.config.num_attention_heads)
+
 
 def resolve_source(source: str) -> tuple[Path | None, Path | None]:
     """(HF directory, None) or (None, GGUF path) for a directory, .gguf path or catalogue name."""
@@ -210,3 +248,83 @@ def dequantized_dir(gguf: Path, sha256: str) -> Path:
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)  # readers see a whole directory or none
     return out
+
+
+@dataclass
+class TeacherForced:
+    """What ``teacher_forced`` returns. ``attention[layer][i]`` is ``reduce``'s value for ``rows[i]``."""
+
+    logits: np.ndarray  # [R, vocab] float32
+    attention: dict[int, list]
+    n_layers: int
+    n_heads: int
+
+
+ROWS_ATTENTION = "guided_rows"  # the attention implementation name registered while capturing
+_ACTIVE: ContextVar["_RowCapture | None"] = ContextVar("guided_row_capture", default=None)
+
+
+class _RowCapture:
+    """Collects the wanted layers' rows while a forward pass runs (see ``_rows_attention``)."""
+
+    def __init__(self, torch, layers: list[int], rows: list[int], reduce: Callable):
+        self.torch, self.layers, self.rows, self.reduce = torch, set(layers), rows, reduce
+        self.kept: dict[int, list] = {}
+
+    def take(self, module, query, key, weights, attention_mask, scaling: float) -> None:
+        torch = self.torch
+        layer = module.layer_idx
+        # query [1, H, T, d]; key [1, KV, T, d]: each group of H/KV query heads shares a key head
+        groups = query.shape[1] // key.shape[1]
+        k = key.repeat_interleave(groups, dim=1) if groups > 1 else key
+        index = torch.tensor(self.rows, dtype=torch.long, device=query.device)
+        scores = torch.matmul(query[0][:, index], k[0].transpose(1, 2)) * scaling  # [H, R, T]
+        cap = getattr(module.config, "attn_logit_softcapping", None)
+        if cap:
+            scores = torch.tanh(scores / cap) * cap
+        probs = weights[0][:, index]  # [H, R, T]: eager's own softmax
+        allowed = _allowed_keys(torch, attention_mask, index, scores.shape[-1])  # [R, T] bool
+        kept = []
+        for i, row in enumerate(self.rows):
+            keys = allowed[i].nonzero().flatten()
+            kept.append(self.reduce(layer, row, scores[:, i, keys].float().cpu().numpy(),
+                                    probs[:, i, keys].float().cpu().numpy()))
+        self.kept[layer] = kept
+
+
+def _allowed_keys(torch, attention_mask, index, n_keys: int):
+    """[R, T] bool: which keys each row attends to, from the model's own mask when it passes one."""
+    if attention_mask is None or not hasattr(attention_mask, "dim") or attention_mask.dim() != 4:
+        keys = torch.arange(n_keys, device=index.device)
+        return keys[None, :] <= index[:, None]  # causal
+    m = attention_mask[0, 0][index][:, :n_keys]
+    return m if m.dtype == torch.bool else m > torch.finfo(m.dtype).min / 2  # additive mask: 0 or min
+
+
+def _rows_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """Eager attention (the model file's own function), plus the capture of the wanted rows."""
+    eager = sys.modules[type(module).__module__].eager_attention_forward
+    out, weights = eager(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    capture = _ACTIVE.get()
+    if capture is not None and module.layer_idx in capture.layers:
+        capture.take(module, query, key, weights, attention_mask,
+                     scaling if scaling is not None else module.head_dim ** -0.5)
+    return out, weights
+
+
+@contextmanager
+def _capturing(model, capture: _RowCapture):
+    """Route attention through ``_rows_attention`` (eager masks) for one pass, then restore."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+    AttentionInterface.register(ROWS_ATTENTION, _rows_attention)
+    AttentionMaskInterface.register(ROWS_ATTENTION, ALL_MASK_ATTENTION_FUNCTIONS["eager"])
+    before = model.config._attn_implementation
+    token = _ACTIVE.set(capture)
+    model.config._attn_implementation = ROWS_ATTENTION
+    try:
+        yield
+    finally:
+        model.config._attn_implementation = before
+        _ACTIVE.reset(token)

@@ -55,6 +55,7 @@ def register(sub, *, add_model_flags, add_generation_flags, flag, generation_con
     flag(r, "html", default=None, help="write one self-contained HTML page here")
     flag(r, "by", default=None, help="breakdowns: comma list of level,subject or none (default: both for one file)")
     flag(r, "merge", action="store_true", help="pool all files into one run (e.g. shards)")
+    flag(r, "analysis_file", default=None, help="with --html: add the statistics and plots of a guided analyze file")
     r.set_defaults(func=cmd_report)
 
     c = sub.add_parser("compare", help="paired comparison of two result files on their shared problems")
@@ -232,6 +233,7 @@ def cmd_report(args) -> int:
         for key in keys:
             if key not in ("level", "subject"):
                 raise ConfigError(f"by must be a comma list of level, subject, or none; got {key!r}")
+    analysis = _analysis(args)
     runs = _read(args.files)
     if args.merge:
         runs = [("+".join(label for label, _ in runs), [r for _, rows in runs for r in rows])]
@@ -252,9 +254,21 @@ def cmd_report(args) -> int:
     if args.html:
         from .html import render_html
 
-        Path(args.html).write_text(render_html(runs), encoding="utf-8")
+        Path(args.html).write_text(render_html(runs, analysis=analysis), encoding="utf-8")
         print(f"html: {args.html}")
     return 0
+
+
+def _analysis(args) -> tuple[str, list[dict]] | None:
+    """(label, rows) of --analysis_file, checked before anything is written."""
+    if not args.analysis_file:
+        return None
+    if not args.html:
+        raise ConfigError(f"--analysis_file {args.analysis_file!r} needs --html (the plots go on the page)")
+    (label, rows), = _read([args.analysis_file])
+    if not rows or any("analysis_result" not in r for r in rows):
+        raise GuidedError(f"{args.analysis_file} is not an output file of guided analyze (no analysis_result)")
+    return label, rows
 
 
 def cmd_compare(args) -> int:

@@ -8,7 +8,8 @@ verdict, answer and gold, and its trace coloured by source (oracle blue, base re
 class ``seg oracle`` / ``seg base``) with a marker (class ``consult``) where each
 consult began; a marker's ``title`` (hover) lists that step's statistics when the row
 has ``consult_stats``. A checkbox (or the URL fragment ``#wrong``) hides everything but
-wrong answers.
+wrong answers. Given an analysis file (``guided report --html ... --analysis_file F``), a
+section ``#analysis`` shows its summary table and plots (``analysis/plots.py``).
 """
 from __future__ import annotations
 
@@ -118,8 +119,27 @@ def point_kind(rows: list[dict]) -> str:
     return "guided"
 
 
-def render_html(runs: list[tuple[str, list[dict]]], *, title: str = "guided-inference report") -> str:
-    """The whole page for ``runs`` = [(label, rows)], rows as read from a results file."""
+def analysis_html(label: str, rows: list[dict]) -> str:
+    """The section for an analysis file (``guided analyze``): the summary table and every figure."""
+    from ..analysis.plots import analysis_figures
+    from ..analysis.summary import position_groups, summarize_groups
+
+    table = summarize_groups(position_groups(rows))
+    groups = list(next(iter(table.values())))
+    head = ["statistic"] + [f"{g} (n={c.n}, lines={c.lines})" for g, c in next(iter(table.values())).items()]
+    body = [[stat] + [f"{c.mean:.3g} [{c.low:.3g}, {c.high:.3g}]" if c.n else "-" for c in (cols[g] for g in groups)]
+            for stat, cols in table.items()]
+    figures = "".join(f'<figure class="analysis">{_img(png, name)}<figcaption>{e(name)}</figcaption></figure>'
+                      for name, png in analysis_figures(rows))
+    return (f'<section id="analysis"><h2>Statistics at consult points: {e(label)}</h2>'
+            '<p class="meta">means with cluster-robust 95% CIs (lines as clusters); n = positions</p>'
+            f"{_table(head, body)}{figures}</section>")
+
+
+def render_html(runs: list[tuple[str, list[dict]]], *, title: str = "guided-inference report",
+                analysis: tuple[str, list[dict]] | None = None) -> str:
+    """The whole page for ``runs`` = [(label, rows)], rows as read from a results file;
+    ``analysis`` = (label, rows of a ``guided analyze`` output) adds its statistics and plots."""
     runs = [(label, latest(rows)) for label, rows in runs]
     summaries = [summarize(rows, label) for label, rows in runs]
     parts = [f"<h1>{e(title)}</h1>", f'<p class="meta">generated {e(time.strftime("%Y-%m-%d %H:%M:%S"))}; '
@@ -137,6 +157,8 @@ def render_html(runs: list[tuple[str, list[dict]]], *, title: str = "guided-infe
     parts.append(_img(plots.accuracy_vs_share([(point_kind(rows), s, s.label) for (_, rows), s in zip(runs, summaries)]),
                       "accuracy vs oracle share"))
     parts.append(_img(plots.level_bars(dict(runs)), "accuracy per level"))
+    if analysis is not None:
+        parts.append(analysis_html(*analysis))
     parts.append('<h2>Problems</h2><p><label><input type="checkbox" id="only-wrong"> wrong answers only</label> '
                  '<span id="shown" class="meta"></span></p>')
     for label, rows in runs:
