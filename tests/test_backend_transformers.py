@@ -52,9 +52,10 @@ def test_short_greedy_generation_equals_llama_cpp(tf_smol, smol):
     ctx = smol.tokenize(chat_prompt(smol, COUNT), add_bos=True)
     fresh(smol)
     fresh(tf_smol)
-    a = tf_smol.generate(ctx, 24, GREEDY, np.random.default_rng(0))
-    b = smol.generate(ctx, 24, GREEDY, np.random.default_rng(0))
-    assert a.tokens == b.tokens
+    ask = lambda stats, written: False  # noqa: E731 - a hook that never stops: statistics are computed
+    a = tf_smol.generate(ctx, 24, GREEDY, np.random.default_rng(0), ask)
+    b = smol.generate(ctx, 24, GREEDY, np.random.default_rng(0), ask)
+    assert a.tokens == b.tokens and len(a.stats) == len(b.stats) == 24
     assert max(abs(x.top_prob - y.top_prob) for x, y in zip(a.stats, b.stats)) < 0.1
 
 
