@@ -220,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     if register is not None:
         register(sub, add_model_flags=add_model_flags, add_generation_flags=add_generation_flags, flag=flag,
                  generation_config=generation_config)
+    from .study.cli import register as register_study  # guided divergence, prm800k, router fit
+    register_study(sub, flag=flag, add_model_flags=add_model_flags)
     return p
 
 
