@@ -110,6 +110,57 @@ def cmd_divergence(args) -> int:
     return 0
 
 
+def _eval_set_ids(name: str) -> set[str]:
+    if name.lower() == "none":
+        return set()
+    from ..tasks import get_task
+
+    return {p.unique_id for p in get_task(name).load()}
+
+
+def cmd_router_fit(args) -> int:
+    from ..router import fit_router, feature_matrix, save_router
+    from .divergence import LABELS, features_from_row, label, read_divergence
+    from .report import router_report
+
+    _check_common(args)
+    if args.label not in LABELS:
+        raise ConfigError(f"label must be one of {', '.join(LABELS)}, got {args.label!r}")
+    if not args.divergence_file:
+        raise ConfigError("--divergence_file is required (guided divergence writes one)")
+    rows = read_divergence(args.divergence_file)
+    ids = [r["unique_id"] for r in rows]
+    overlap = sorted(set(ids) & _eval_set_ids(args.eval_set))
+    if overlap:
+        raise GuidedError(f"{args.divergence_file!r} holds {len(overlap)} problem(s) of the evaluation set "
+                          f"{args.eval_set} (e.g. {overlap[0]}): fit on problems outside it (default: MATH test "
+                          "minus MATH-500, guided divergence --dataset math)")
+    eval_rows = None
+    if args.eval_file:
+        eval_rows = read_divergence(args.eval_file)
+        if (eval_rows[0].get("base_sha256"), eval_rows[0].get("oracle_sha256")) != \
+                (rows[0].get("base_sha256"), rows[0].get("oracle_sha256")):
+            raise GuidedError(f"{args.eval_file!r} comes from another model pair than {args.divergence_file!r} "
+                              "(base/oracle sha256 differ)")
+        shared = sorted(set(ids) & {r["unique_id"] for r in eval_rows})
+        if shared:
+            raise GuidedError(f"{args.eval_file!r} shares {len(shared)} problem(s) with the training file "
+                              f"(e.g. {shared[0]}): held-out means disjoint")
+    feats = [features_from_row(r) for r in rows]
+    meta = {"training_problems": ids, "training_file": args.divergence_file, "eval_set_refused": args.eval_set,
+            "base_model_id": rows[0].get("base_model_id"), "base_sha256": rows[0].get("base_sha256"),
+            "oracle_model_id": rows[0].get("oracle_model_id"), "oracle_sha256": rows[0].get("oracle_sha256")}
+    router = fit_router([feature_matrix(f) for f in feats], [label(f, args.label) for f in feats],
+                        label=args.label, meta=meta)
+    sha = save_router(router, args.output_file)
+    print(f"{args.output_file}: router on {len(rows)} problems, {router.meta['n_tokens']} tokens, label "
+          f"{args.label} (rate {100 * router.meta['positive_rate']:.1f}%), sha256 {sha[:12]}", file=sys.stderr)
+    if eval_rows is not None:
+        _publish(args, "Learned router", router_report(router, eval_rows, n_boot=args.n_boot,
+                                                       command=_command_line(), train_source=args.divergence_file))
+    return 0
+
+
 def register(sub, *, flag, add_model_flags) -> None:
     d = sub.add_parser("divergence", help="label each base token with the oracle's opinion (teacher forcing)")
     add_model_flags(d)
@@ -122,3 +173,14 @@ def register(sub, *, flag, add_model_flags) -> None:
     flag(d, "output_file", default=None, help="the divergence JSONL (resumable: finished problems are kept)")
     _findings_flags(d, flag)
     d.set_defaults(func=cmd_divergence)
+
+    r = sub.add_parser("router", help="the learned router of policy learned")
+    rsub = r.add_subparsers(dest="router_cmd", required=True, parser_class=sub._parser_class)  # one-line errors, as the main parser
+    f = rsub.add_parser("fit", help="fit a logistic-regression router on a divergence file")
+    flag(f, "divergence_file", default=None, help="training divergence JSONL (problems outside the evaluation set)")
+    flag(f, "output_file", default=None, help="the router JSON to write")
+    flag(f, "label", default="disagree", help="what the router predicts: disagree or oracle_p_lt_0.1")
+    flag(f, "eval_set", default="math500", help="dataset whose problems may not be trained on (default math500; none)")
+    flag(f, "eval_file", default=None, help="a held-out divergence JSONL: print the router beside single statistics")
+    _findings_flags(f, flag)
+    f.set_defaults(func=cmd_router_fit)

@@ -109,3 +109,36 @@ def write_section(path: str | Path, heading: str, body: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)
+
+
+def router_report(router, eval_rows: list[dict], *, n_boot: int = 1000, command: str = "",
+                  train_source: str = "") -> str:
+    """The "Learned router" section: held-out AUROC of the router's probability beside
+    every single statistic on the same problems and label, and the paired bootstrap
+    difference between the router and the best single statistic."""
+    feats = [features_from_row(r) for r in eval_rows]
+    labels = [label(f, router.label) for f in feats]
+    problems = [dict(statistics(f), router=router.predict_features(f)) for f in feats]
+    table = signal_table(problems, labels, n_boot=n_boot)
+    base_rate = float(np.concatenate(labels).mean())
+    singles = [r for r in table if r[0] != "router"]
+    best = max(singles, key=lambda r: np.nan_to_num(r[1][0], nan=-1))[0]
+
+    def diff(groups):
+        s_r = np.concatenate([g[0] for g in groups])
+        s_b = np.concatenate([g[1] for g in groups])
+        y = np.concatenate([g[2] for g in groups])
+        return auroc(s_r, y) - auroc(s_b, y)
+
+    d = bootstrap_ci([(p["router"], p[best], y) for p, y in zip(problems, labels)], diff, n_boot=n_boot)
+    m = router.meta
+    weights = ", ".join(f"{n} {w:+.2f}" for n, w in zip(router.features, router.weights))
+    out = [f"Router fitted on {len(m.get('training_problems', []))} problems ({m.get('n_tokens')} tokens, "
+           f"label `{router.label}` rate {_pct(m.get('positive_rate', math.nan))}) from `{train_source}`; "
+           f"evaluated on {len(eval_rows)} held-out problems ({sum(f.n for f in feats)} tokens) of "
+           f"`{eval_rows[0].get('source')}`. Standardised weights: {weights}; bias {router.bias:+.2f}. "
+           f"CIs: 95% bootstrap over problems ({n_boot} resamples)." + (f"\n\n```\n{command}\n```" if command else ""),
+           "", format_signal_table(table, base_rate),
+           f"\nRouter minus the best single statistic (`{best}`), paired over the same resampled problems: "
+           f"AUROC {fmt_ci(*d)}."]
+    return "\n".join(out) + "\n"
