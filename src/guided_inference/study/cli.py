@@ -110,6 +110,30 @@ def cmd_divergence(args) -> int:
     return 0
 
 
+def cmd_prm800k(args) -> int:
+    from ..backends import load_backend
+    from .prm800k import group_problems, load_steps, run_prm800k, shipped_parquet
+    from .report import prm_report
+
+    _check_common(args)
+    path = args.data_file or shipped_parquet()
+    problems = group_problems(load_steps(path))  # errors before the model loads
+    if args.num_problems is not None:
+        if args.num_problems < 1:
+            raise ConfigError(f"num_problems must be an integer >= 1, got {args.num_problems}")
+        problems = problems[: args.num_problems]
+    base = load_backend(args.base_model, n_ctx=args.n_ctx, collect_stats=False)
+    source = f"PRM800K phase1 test ({Path(path).name})"
+
+    def progress(i, n, line):
+        print(f"\rscored {i}/{n} problems ({len(line['steps'])} steps, {line['seconds']:.1f} s)",
+              end="" if i < n else "\n", file=sys.stderr, flush=True)
+
+    lines = run_prm800k(problems, base, Path(args.output_file), source, progress=progress)
+    _publish(args, "PRM800K", prm_report(lines, n_boot=args.n_boot, command=_command_line()))
+    return 0
+
+
 def _eval_set_ids(name: str) -> set[str]:
     if name.lower() == "none":
         return set()
@@ -173,6 +197,15 @@ def register(sub, *, flag, add_model_flags) -> None:
     flag(d, "output_file", default=None, help="the divergence JSONL (resumable: finished problems are kept)")
     _findings_flags(d, flag)
     d.set_defaults(func=cmd_divergence)
+
+    p = sub.add_parser("prm800k", help="the base's statistics against PRM800K human step ratings")
+    flag(p, "base_model", default="0.5B", help="base model: catalogue name, alias, or .gguf path")
+    flag(p, "n_ctx", type=int, default=4096, help="context size")
+    flag(p, "data_file", default=None, help="PRM800K stepwise parquet (default: the shipped phase-1 test file)")
+    flag(p, "num_problems", type=int, default=None, help="only the first N problems (default all 101)")
+    flag(p, "output_file", default=None, help="per-problem step statistics JSONL (resumable)")
+    _findings_flags(p, flag)
+    p.set_defaults(func=cmd_prm800k)
 
     r = sub.add_parser("router", help="the learned router of policy learned")
     rsub = r.add_subparsers(dest="router_cmd", required=True, parser_class=sub._parser_class)  # one-line errors, as the main parser

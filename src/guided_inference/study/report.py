@@ -142,3 +142,39 @@ def router_report(router, eval_rows: list[dict], *, n_boot: int = 1000, command:
            f"\nRouter minus the best single statistic (`{best}`), paired over the same resampled problems: "
            f"AUROC {fmt_ci(*d)}."]
     return "\n".join(out) + "\n"
+
+
+def prm_report(lines: list[dict], *, n_boot: int = 1000, command: str = "", entropy_threshold: float = 2.5) -> str:
+    """The "PRM800K" section: per statistic, AUROC for bad (-1) versus good (+1) steps
+    with a bootstrap CI over problems and Spearman correlation with the rating (-1, 0, 1),
+    then how often the ``entropy`` policy at ``entropy_threshold`` would fire inside bad
+    and good steps."""
+    from .metrics import spearman
+    from .prm800k import ORIENT, STEP_STATS
+
+    per = [[s for s in line["steps"]] for line in lines]
+    steps = [s for p in per for s in p]
+    count = {v: sum(1 for s in steps if s["rating"] == v) for v in (-1, 0, 1)}
+    r0 = lines[0]
+    out = [f"Base `{r0['base_model_id']}` (sha256 {str(r0['base_sha256'])[:12]}), version {r0.get('version')}; "
+           f"`{r0.get('source')}`; n = {len(lines)} problems, {len(steps)} rated steps (bad {count[-1]}, neutral "
+           f"{count[0]}, good {count[1]}). Statistics oriented so that higher means \"bad\" (AUROC > 0.5: the signal "
+           f"points at the steps humans rated -1); Spearman is of the raw statistic with the rating. CIs: 95% "
+           f"bootstrap over problems ({n_boot} resamples)." + (f"\n\n```\n{command}\n```" if command else ""),
+           "", "| statistic | AUROC bad vs good (95% CI) | Spearman with rating (95% CI) |", "|---|---|---|"]
+    rows = []
+    for name in STEP_STATS:
+        groups = [(np.array([ORIENT[name] * s[name] for s in p if s["rating"] != 0]),
+                   np.array([s["rating"] == -1 for s in p if s["rating"] != 0])) for p in per]
+        a = auroc_ci(groups, n_boot=n_boot)
+        sp_groups = [(np.array([s[name] for s in p], dtype=float), np.array([s["rating"] for s in p], dtype=float))
+                     for p in per]
+        sp = bootstrap_ci(sp_groups, pooled(spearman), n_boot=n_boot)
+        rows.append((name, a, sp))
+    for name, a, sp in sorted(rows, key=lambda r: -np.nan_to_num(r[1][0], nan=-1)):
+        out.append(f"| {name} | {fmt_ci(*a)} | {fmt_ci(*sp)} |")
+    fire = {v: [s["max_entropy"] > entropy_threshold for s in steps if s["rating"] == v] for v in (-1, 1)}
+    out.append(f"\nThe `entropy` policy at its default threshold ({entropy_threshold} bits) would fire inside "
+               f"{_pct(np.mean(fire[-1]) if fire[-1] else math.nan)} of bad steps and "
+               f"{_pct(np.mean(fire[1]) if fire[1] else math.nan)} of good steps (max entropy over the step above it).")
+    return "\n".join(out) + "\n"
