@@ -202,7 +202,7 @@ def register(sub, *, flag, add_model_flags) -> None:
     flag(p, "base_model", default="0.5B", help="base model: catalogue name, alias, or .gguf path")
     flag(p, "n_ctx", type=int, default=4096, help="context size")
     flag(p, "data_file", default=None, help="PRM800K stepwise parquet (default: the shipped phase-1 test file)")
-    flag(p, "num_problems", type=int, default=None, help="only the first N problems (default all 101)")
+    flag(p, "num_problems", type=int, default=None, help="only the first N problems (default all: 98 of the 101 have rated steps)")
     flag(p, "output_file", default=None, help="per-problem step statistics JSONL (resumable)")
     _findings_flags(p, flag)
     p.set_defaults(func=cmd_prm800k)

@@ -43,9 +43,9 @@ def shipped_parquet() -> str:
     return str(resources.files("guided_inference") / "data" / "prm800k" / "phase1_test.stepwise-critic.parquet")
 
 
-def load_steps(path: str) -> list[dict]:
-    """Rated rows of the parquet, in file order; one-line errors for a missing file, a
-    missing column or a missing reader."""
+def load_steps(path: str, *, rated_only: bool = True) -> list[dict]:
+    """Rows of the parquet (only the rated ones by default), in file order; one-line errors
+    for a missing file, a missing column or a missing reader."""
     if not Path(path).is_file():
         raise GuidedError(f"PRM800K parquet not found: {path!r}")
     try:
@@ -63,7 +63,7 @@ def load_steps(path: str) -> list[dict]:
     bad = next((r for r in rows if r["rating"] not in (None, -1, 0, 1)), None)
     if bad is not None:
         raise GuidedError(f"{path!r}: rating must be -1, 0, 1 or empty, got {bad['rating']!r}")
-    return [r for r in rows if r["rating"] is not None and r["next_response"]]
+    return [r for r in rows if r["next_response"] and (r["rating"] is not None or not rated_only)]
 
 
 def problem_key(instruction: str) -> str:
