@@ -83,6 +83,10 @@ def cmd_divergence(args) -> int:
     from .report import divergence_report
 
     _check_common(args)
+    if args.num_samples is not None and args.num_samples < 1:
+        raise ConfigError(f"num_samples must be an integer >= 1, got {args.num_samples}")
+    if args.offset < 0:
+        raise ConfigError(f"offset must be an integer >= 0, got {args.offset}")
     if args.from_results and args.dataset:
         raise ConfigError(f"give --from_results or --dataset, not both (got {args.dataset!r})")
     rows = None
