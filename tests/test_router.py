@@ -165,3 +165,18 @@ def test_router_fit_cli_writes_router_and_refuses_foreign_or_shared_eval_files(t
     assert r.returncode == 0, r.stderr
     text = findings.read_text()
     assert text.count("## Learned router") == 1 and "| router |" in text and "Router minus the best single" in text
+
+
+def test_generate_cli_with_the_learned_policy_and_a_router_file(tmp_path):
+    _, path, _, _ = _synthetic_router(tmp_path)
+    common = ["generate", "--base_model", "smollm2-135m", "--oracle_model", "smollm2-135m", "--policy", "learned",
+              "--router", str(path), "--c", "1", "--k", "2", "--max_new_tokens", "6", "--prompt", "Hi", "--json"]
+    r = run_cli(*common, "--threshold", "0")  # every probability is > 0: consult at once
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["cheat_positions"] == [0] and out["config"]["router_sha256"] == file_sha256(path)
+    r = run_cli(*common, "--threshold", "1")  # no probability is > 1: never
+    assert r.returncode == 0 and json.loads(r.stdout)["cheat_positions"] == []
+    path.write_text("{}")
+    r = run_cli(*common)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "is not a router file" in r.stderr
