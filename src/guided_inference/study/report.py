@@ -121,7 +121,8 @@ def router_report(router, eval_rows: list[dict], *, n_boot: int = 1000, command:
     problems = [dict(statistics(f), router=router.predict_features(f)) for f in feats]
     table = signal_table(problems, labels, n_boot=n_boot)
     base_rate = float(np.concatenate(labels).mean())
-    singles = [r for r in table if r[0] != "router"]
+    # token_prob is known only after the token is written: not a signal a policy can read first.
+    singles = [r for r in table if r[0] not in ("router", "-token_prob")]
     best = max(singles, key=lambda r: np.nan_to_num(r[1][0], nan=-1))[0]
 
     def diff(groups):
@@ -139,8 +140,8 @@ def router_report(router, eval_rows: list[dict], *, n_boot: int = 1000, command:
            f"`{eval_rows[0].get('source')}`. Standardised weights: {weights}; bias {router.bias:+.2f}. "
            f"CIs: 95% bootstrap over problems ({n_boot} resamples)." + (f"\n\n```\n{command}\n```" if command else ""),
            "", format_signal_table(table, base_rate),
-           f"\nRouter minus the best single statistic (`{best}`), paired over the same resampled problems: "
-           f"AUROC {fmt_ci(*d)}."]
+           f"\nRouter minus the best single statistic a policy can read before the token (`{best}`), paired "
+           f"over the same resampled problems: AUROC {d[0]:+.3f} (95% CI {d[1]:+.3f} to {d[2]:+.3f})."]
     return "\n".join(out) + "\n"
 
 
