@@ -106,4 +106,5 @@ def auroc_ci(groups: list[tuple[np.ndarray, np.ndarray]], *, n_boot: int = 1000,
 def fmt_ci(est: float, lo: float, hi: float, digits: int = 3) -> str:
     if math.isnan(est):
         return "n/a"
-    return f"{est:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
+    sep = " to " if min(lo, hi) < 0 else "-"  # "-0.2--0.1" would misread
+    return f"{est:.{digits}f} ({lo:.{digits}f}{sep}{hi:.{digits}f})"

@@ -164,8 +164,9 @@ def prm_report(lines: list[dict], *, n_boot: int = 1000, command: str = "", entr
            f"bootstrap over problems ({n_boot} resamples)." + (f"\n\n```\n{command}\n```" if command else ""),
            "", "| statistic | AUROC bad vs good (95% CI) | Spearman with rating (95% CI) |", "|---|---|---|"]
     rows = []
-    for name in STEP_STATS:
-        groups = [(np.array([ORIENT[name] * s[name] for s in p if s["rating"] != 0]),
+    orient = dict(ORIENT, n_tokens=1)  # step length: a control, since max/min over a step grow with it
+    for name in (*STEP_STATS, "n_tokens"):
+        groups = [(np.array([orient[name] * s[name] for s in p if s["rating"] != 0]),
                    np.array([s["rating"] == -1 for s in p if s["rating"] != 0])) for p in per]
         a = auroc_ci(groups, n_boot=n_boot)
         sp_groups = [(np.array([s[name] for s in p], dtype=float), np.array([s["rating"] for s in p], dtype=float))
@@ -173,7 +174,8 @@ def prm_report(lines: list[dict], *, n_boot: int = 1000, command: str = "", entr
         sp = bootstrap_ci(sp_groups, pooled(spearman), n_boot=n_boot)
         rows.append((name, a, sp))
     for name, a, sp in sorted(rows, key=lambda r: -np.nan_to_num(r[1][0], nan=-1)):
-        out.append(f"| {name} | {fmt_ci(*a)} | {fmt_ci(*sp)} |")
+        out.append(f"| {name + (' (control: step length)' if name == 'n_tokens' else '')} | {fmt_ci(*a)} | "
+                   f"{fmt_ci(*sp)} |")
     fire = {v: [s["max_entropy"] > entropy_threshold for s in steps if s["rating"] == v] for v in (-1, 1)}
     out.append(f"\nThe `entropy` policy at its default threshold ({entropy_threshold} bits) would fire inside "
                f"{_pct(np.mean(fire[-1]) if fire[-1] else math.nan)} of bad steps and "
