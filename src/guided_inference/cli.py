@@ -224,7 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     if register is not None:
         register(sub, add_model_flags=add_model_flags, add_generation_flags=add_generation_flags, flag=flag,
                  generation_config=generation_config)
-    from .analysis.cli import register as register_analysis; register_analysis(sub, flag=flag)  # noqa: E702
+    from .analysis.cli import register as register_analysis  # guided analyze, plots
+    from .study.cli import register as register_study  # guided divergence, prm800k, router fit
+
+    register_analysis(sub, flag=flag)
+    register_study(sub, flag=flag, add_model_flags=add_model_flags)
     return p
 
 

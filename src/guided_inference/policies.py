@@ -163,8 +163,9 @@ def _learned(config) -> Policy:
     from .router import load_router  # numpy only; the file is checked when loaded
 
     router, t = load_router(config.router, expected_sha256=config.router_sha256), _threshold(config)
+    # needs_text: the router reads whether a step boundary was just passed (DecisionPoint.tail)
     return Policy("learned", lambda point, rng: router.probability(point) > t, per_token=True, needs_stats=True,
-                  signal=True)
+                  needs_text=True, signal=True)
 
 
 STAT = "base statistics"

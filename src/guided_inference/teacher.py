@@ -108,3 +108,18 @@ def teacher_force(base, prompt_ids: list[int], token_ids: list[int], oracle=None
         o = oracle.score(list(prompt_ids), ids)
         feats.oracle_top1, feats.oracle_p = o.top1, np.exp(o.logprobs)
     return feats
+
+
+def features_from_stats(backend, token_ids: list[int], token_stats: dict) -> TokenFeatures:
+    """TokenFeatures from the statistics the engine itself recorded online
+    (``Trace.token_stats`` of a base-only run with ``save_stats``), with the same
+    boundary and newline features as ``teacher_force``. ``token_prob`` is NaN: it is
+    not known before the token is sampled. What the ``learned`` policy saw, in the
+    arrays the router reads offline: the two must give the same numbers."""
+    ids = [int(t) for t in token_ids]
+    from .features import tokens_since_newline
+
+    pieces = token_texts(backend, ids)
+    arr = {k: np.array([np.nan if v is None else v for v in token_stats[k]], dtype=np.float64) for k in STAT_NAMES}
+    return TokenFeatures(token_ids=np.asarray(ids, dtype=np.int64), **arr, token_prob=np.full(len(ids), np.nan),
+                         boundary=boundary_flags(pieces), since_newline=tokens_since_newline(pieces))

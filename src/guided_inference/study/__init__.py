@@ -1,0 +1,8 @@
+"""Offline studies of the consult signals: which base statistic knows when the base is going wrong?
+
+``divergence`` labels every base token of a base-only trace with the oracle's opinion
+(teacher forcing, one batched pass per model), ``prm800k`` scores human-rated solution
+steps, ``metrics`` holds the pure statistics (AUROC, bootstrap, precision at a share,
+Spearman), ``cli`` the ``guided divergence`` / ``guided prm800k`` / ``guided router fit``
+commands. The learned router itself lives in ``guided_inference/router.py``.
+"""
