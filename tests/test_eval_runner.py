@@ -18,6 +18,7 @@ from guided_inference.evaluation.results import ResultsError, read_rows
 from guided_inference.evaluation.runner import EvalSettings, regrade, run_eval
 from guided_inference.models import resolve
 from guided_inference.pair import Pair
+from guided_inference.prompts import chat_prompt
 from guided_inference.tasks import task_for_file
 from guided_inference.tasks.grading import grade_response
 from servers import LlamaServer
@@ -122,23 +123,42 @@ def test_http_backend_runs_n_problems_in_flight(task, tmp_path, smol):
     graded_right(tmp_path / "par.jsonl")  # grading (SIGALRM, main thread) worked
 
 
-def test_backend_errors_are_recorded_not_graded_and_retried(tmp_path, smol):
+def test_backend_errors_are_recorded_not_graded_and_retried(task, tmp_path):
+    with LlamaServer("smollm2-135m") as srv:  # a real server, stopped before the run: every request is refused
+        down = OpenAIHTTPBackend([srv.url], name="smol-down", tokenizer="smollm2-135m", tokenizer_family="smollm2",
+                                 settings=HTTPSettings(retries=0, top_logprobs=0))
+        chat_prompt(down, "warm-up")  # what the prompt needs is read while the server is up
+        port = srv.url.rsplit(":", 1)[1]
+    out = tmp_path / "r.jsonl"
+    run(task, down, out)
+    rows = read_rows(out)
+    assert len(rows) == 6 and all(r["error"] and f"127.0.0.1:{port}" in r["error"] for r in rows)
+    assert all(r["correct"] is None for r in rows)
+    with LlamaServer("smollm2-135m") as srv:  # the same model served again: the rerun retries them all
+        up = OpenAIHTTPBackend([srv.url], name="smol-down", tokenizer="smollm2-135m", tokenizer_family="smollm2",
+                               settings=HTTPSettings(retries=0, top_logprobs=0))
+        outcome, logs = run(task, up, out)
+    assert (outcome.ran, outcome.skipped, outcome.retried) == (6, 0, 6)
+    assert any("retrying 6 problem(s)" in m for m in logs)
+    rows = read_rows(out)
+    assert sorted(r["unique_id"] for r in rows) == sorted(QUESTIONS)  # no duplicates, no error lines
+    assert all(r["error"] is None and r["correct"] is not None for r in rows)
+
+
+def test_a_problem_that_does_not_fit_is_a_wrong_answer_not_an_error(tmp_path, smol):
     long_sum = " + ".join(str(i) for i in range(1, 90))
     questions = dict(QUESTIONS) | {"q2": (f"What is {long_sum}?", "4005"), "q5": (f"Compute {long_sum}.", "4005")}
     task = write_task(tmp_path / "toy.jsonl", questions)
-    small = LlamaCppBackend(resolve("smollm2-135m")[0], name=smol.name, model_id=smol.model_id, sha256=smol.sha256, n_ctx=160)
+    small = LlamaCppBackend(resolve("smollm2-135m")[0], name=smol.name, model_id=smol.model_id, sha256=smol.sha256,
+                            n_ctx=160)
     out = tmp_path / "r.jsonl"
-    run(task, small, out)  # the two long prompts do not fit (llama.cpp rounds n_ctx up to 256): a real backend failure
-    rows = read_rows(out)
-    errors = {r["unique_id"]: r["error"] for r in rows if r["error"]}
-    assert set(errors) == {"q2", "q5"} and all("exceeds n_ctx" in e for e in errors.values())
-    assert all(r["correct"] is None for r in rows if r["error"])
-    outcome, logs = run(task, smol, out)  # rerun with room for them
-    assert (outcome.ran, outcome.skipped, outcome.retried) == (2, 4, 2)
-    assert any("retrying 2 problem(s)" in m for m in logs)
-    rows = read_rows(out)
-    assert sorted(r["unique_id"] for r in rows) == sorted(questions)  # no duplicates, no error lines
-    assert all(r["error"] is None and r["correct"] is not None for r in rows)
+    run(task, small, out)  # the two long prompts do not fit in 160 tokens
+    rows = {r["unique_id"]: r for r in read_rows(out)}
+    for uid in ("q2", "q5"):
+        assert rows[uid]["error"] is None and rows[uid]["finish_reason"] == "context"
+        assert rows[uid]["correct"] is False and rows[uid]["total_tokens_generated"] == 0
+    outcome, _ = run(task, small, out)  # nothing to retry: they are answers, not failures
+    assert (outcome.ran, outcome.skipped, outcome.retried) == (0, 6, 0)
 
 
 def test_resume_skips_done_problems_and_repairs_a_torn_line(task, tmp_path, smol):

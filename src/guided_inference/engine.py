@@ -104,11 +104,11 @@ def choose_handoff(base: Backend, oracle: Backend) -> str:
     return "tokens" if same else "text"
 
 
-def check_abilities(config: GenerationConfig, base: Backend, oracle: Backend, handoff: str) -> None:
+def check_abilities(config: GenerationConfig, policy: Policy, base: Backend, oracle: Backend, handoff: str) -> None:
     """BackendError (one line naming policy and backend) for a policy a backend cannot serve."""
     spec = POLICIES[config.policy]
-    if "stats" in spec.needs and "stats" not in backend_abilities(base):
-        raise BackendError(f"policy {config.policy!r} needs per-token statistics, which backend {base.name!r} "
+    if ("stats" in spec.needs or policy.needs_stats) and "stats" not in backend_abilities(base):
+        raise BackendError(f"policy {policy.name!r} needs per-token statistics, which backend {base.name!r} "
                            "does not provide")
     if config.consult_mode == "verify":
         if "score" not in backend_abilities(oracle):
@@ -133,7 +133,7 @@ def guided_generate(
     ``seed_key`` (a problem id) varies the random streams per problem: see ``seed_sequence``."""
     policy = policy or make_policy(config)
     handoff = choose_handoff(base, oracle)
-    check_abilities(config, base, oracle, handoff)
+    check_abilities(config, policy, base, oracle, handoff)
     policy_rng, base_rng, oracle_rng = (np.random.default_rng(s) for s in seed_sequence(config.seed, seed_key).spawn(3))
     verify = config.consult_mode == "verify"
     t0 = time.perf_counter()
