@@ -5,7 +5,7 @@
 
 Per line of the results file, top to bottom:
   1. Rebuild the base's token sequence exactly as the engine had it:
-     ``tokenize(prompt, add_bos=True)`` (the engine's call; the prompt text already has its
+     ``prompts.prompt_ids(backend, prompt)`` (the engine's call; the prompt text already has its
      BOS handling applied) followed by the line's generated ``token_ids``.
   2. One teacher-forced forward pass of the base over that sequence, keeping only the rows
      needed: the position p (p-th generated token, 0-based) is decided by the logits and the
@@ -24,6 +24,8 @@ with an ``error`` are copied with an empty ``analysis_result``. Bad input (not a
 file, no ``token_ids``, another base model) is refused before anything is written.
 """
 from __future__ import annotations
+
+from guided_inference.prompts import prompt_ids as engine_prompt_ids  # the engine's BOS rule, per model
 
 import sys
 from dataclasses import dataclass, field
@@ -110,7 +112,7 @@ def analyze_row(backend, row: dict, settings: AnalyzeSettings) -> list[dict]:
     positions = positions_of(row, settings.positions)
     if not positions:
         return []
-    prompt_ids = backend.tokenize(row["prompt"], add_bos=True)
+    prompt_ids = engine_prompt_ids(backend, row["prompt"])
     ids = prompt_ids + list(row["token_ids"])
     index = [len(prompt_ids) + p - 1 for p in positions]
     every_layer = settings.layers == "all"

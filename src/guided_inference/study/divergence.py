@@ -19,6 +19,8 @@ methods the online policies and the router use, so they cannot drift apart.
 """
 from __future__ import annotations
 
+from guided_inference.prompts import prompt_ids as engine_prompt_ids  # the engine's BOS rule, per model
+
 import json
 import math
 import os
@@ -163,7 +165,7 @@ def run_divergence(rows: list[dict], pair, output: Path, source: str, progress=N
     with open(output, "a") as f:
         for i, r in enumerate(todo):
             t = time.perf_counter()
-            prompt_ids = pair.base.tokenize(r["prompt"], add_bos=True)
+            prompt_ids = engine_prompt_ids(pair.base, r["prompt"])
             feats = teacher_force(pair.base, prompt_ids, r["token_ids"], oracle=pair.oracle)
             line = divergence_row(r, feats, head, time.perf_counter() - t)
             f.write(json.dumps(line) + "\n")

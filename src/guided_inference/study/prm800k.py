@@ -18,6 +18,8 @@ min top-1 probability, mean probability of the step's own tokens).
 """
 from __future__ import annotations
 
+from guided_inference.prompts import prompt_ids as engine_prompt_ids  # the engine's BOS rule, per model
+
 import hashlib
 import json
 import os
@@ -103,7 +105,7 @@ def step_record(row: dict, scores) -> dict:
 def score_problem(backend, instruction: str, rows: list[dict]) -> list[dict]:
     from ..prompts import chat_prompt
 
-    prompt_ids = backend.tokenize(chat_prompt(backend, instruction), add_bos=True)
+    prompt_ids = engine_prompt_ids(backend, chat_prompt(backend, instruction))
     out = []
     for r in rows:
         context, ids = step_tokens(backend, prompt_ids, list(r["responses"]), r["next_response"])
