@@ -107,3 +107,37 @@ def test_calibrate_refuses_a_results_file_that_is_not_base_only(base_only, tmp_p
     r = run_cli("calibrate", "--policy", "entropy", "--target_share", "0.1", "--base_model", "smollm2-135m",
                 "--from_results", str(guided), "--output_file", str(tmp_path / "c.json"))
     assert r.returncode == 2 and "is not base-only" in r.stderr and not (tmp_path / "c.json").exists()
+
+
+@pytest.mark.parametrize("policy", ["entropy", "verify"])
+def test_calibrate_from_divergence_matches_teacher_forcing(base_only, tmp_path, policy):
+    """A divergence file holds the same teacher-forced arrays (rounded), so calibrating from it
+    picks the threshold that calibrating from the base-only file picks, without a second pass."""
+    d, data, base = base_only
+    div = tmp_path / "div.jsonl"
+    r = run_cli("divergence", "--from_results", str(base), "--base_model", "smollm2-135m", "--oracle_model",
+                "smollm2-135m", "--output_file", str(div), "--findings", "none")
+    assert r.returncode == 0, r.stderr
+    records = {}
+    for source in ("--from_results", "--from_divergence"):
+        cal = tmp_path / f"{source[2:]}.json"
+        r = run_cli("calibrate", "--policy", policy, "--target_share", "0.15", "--c", "6", "--k", "4",
+                    "--base_model", "smollm2-135m", "--oracle_model", "smollm2-135m",
+                    source, str(div if source == "--from_divergence" else base), "--output_file", str(cal))
+        assert r.returncode == 0, r.stderr
+        records[source] = json.loads(cal.read_text())
+    a, b = records["--from_results"], records["--from_divergence"]
+    assert b["source"] == f"divergence {div}" and b["problem_ids"] == a["problem_ids"]
+    assert abs(a["expected_share"] - b["expected_share"]) < 0.01
+    assert a["threshold"] == pytest.approx(b["threshold"], abs=1e-3)
+
+
+def test_calibrate_refuses_a_divergence_file_of_math500(tmp_path):
+    line = {"kind": "divergence", "unique_id": "test/precalculus/807.json", "base_sha256": None, "oracle_sha256": None}
+    div = tmp_path / "div.jsonl"
+    div.write_text(json.dumps(line) + "\n")
+    r = run_cli("calibrate", "--policy", "entropy", "--target_share", "0.1", "--base_model", "smollm2-135m",
+                "--from_divergence", str(div), "--output_file", str(tmp_path / "c.json"))
+    errors = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert r.returncode == 2 and len(errors) == 1 and "MATH-500 problem" in errors[0]
+    assert not (tmp_path / "c.json").exists()

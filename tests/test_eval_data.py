@@ -10,7 +10,8 @@ import pytest
 
 from guided_inference.config import ConfigError, GuidedError
 from guided_inference.tasks import DataError, common_defaults, get_task, shipped, task_for_file
-from guided_inference.tasks.selection import Selection, parse_int_list, parse_shard, subject_key
+from guided_inference.tasks.selection import (Selection, held_out_split, math500_ids, parse_int_list, parse_shard,
+                                              subject_key)
 
 SHIPPED = [
     ("math500_test.jsonl", "35dc41080a3680858b27fa7e0533d2d547825316fc5dafe5d316f4ccc5a06132"),
@@ -184,6 +185,18 @@ def test_bad_selection_values(make, message):
         make()
     assert message in str(e.value)
     assert isinstance(e.value, GuidedError)
+
+
+def test_held_out_split_is_math_minus_math500_with_subjects_mixed():
+    split = held_out_split(get_task("math"))
+    ids = [p.unique_id for p in split]
+    assert len(ids) == 4500 and len(set(ids)) == 4500
+    assert not set(ids) & math500_ids()
+    # stable order (sha256 of the id), not file order: the file starts with 1,000 Algebra problems
+    assert ids == sorted(ids, key=lambda u: hashlib.sha256(u.encode()).hexdigest())
+    first50 = split[:50]
+    assert len({p.subject for p in first50}) == 7 and len({p.level for p in first50}) == 5
+    assert held_out_split(get_task("gsm8k")) == get_task("gsm8k").load()  # other datasets: file order
 
 
 def test_subject_key():

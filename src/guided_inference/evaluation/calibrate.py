@@ -6,7 +6,8 @@ replayed to find the threshold that spends a target oracle share (``calibration.
     guided calibrate --policy verify --target_share 0.10 --from_results base_only_math.jsonl --output_file cal.json
 
 Default split: the MATH test set minus MATH-500 (problems whose ``unique_id`` is in
-MATH-500 are dropped); problems of MATH-500 itself are refused, as are results files
+MATH-500 are dropped), in sha256(unique_id) order so that any prefix mixes subjects
+(``tasks.selection.held_out_split``); problems of MATH-500 itself are refused, as are results files
 that are not base-only. The base-only run is an ordinary resumable results file
 (``<output_file>.base.jsonl`` unless ``--base_file``), so an interrupted calibration
 resumes and a second policy reuses it.
@@ -20,13 +21,19 @@ from ..calibration import (CALIBRATABLE, calibration_record, choose_threshold, f
                            write_calibration)
 from ..config import ConfigError, GuidedError
 from ..tasks import get_task
+from ..tasks.selection import held_out_split, math500_ids
 from .results import read_rows
 
 CAL_NUM_SAMPLES = 50
 
 
-def math500_ids() -> set[str]:
-    return {p.unique_id for p in get_task("math500").load()}
+def refuse_math500(rows: list[dict], path: str) -> list[dict]:
+    """``rows`` unchanged, or a one-line error if any is a MATH-500 problem (the evaluation set)."""
+    overlap = sorted({r["unique_id"] for r in rows} & math500_ids())
+    if overlap:
+        raise GuidedError(f"{path!r} holds {len(overlap)} MATH-500 problem(s) (e.g. {overlap[0]}): calibrate on "
+                          "problems outside the evaluation set (default: MATH test minus MATH-500)")
+    return rows
 
 
 def base_only_rows(path: str, base) -> list[dict]:
@@ -44,11 +51,17 @@ def base_only_rows(path: str, base) -> list[dict]:
     if base.sha256 and rows[0].get("base_sha256") not in (None, base.sha256):
         raise GuidedError(f"{path!r} was made with base sha256 {rows[0]['base_sha256'][:12]}, "
                           f"this base {base.name!r} is {base.sha256[:12]}")
-    overlap = sorted({r["unique_id"] for r in rows} & math500_ids())
-    if overlap:
-        raise GuidedError(f"{path!r} holds {len(overlap)} MATH-500 problem(s) (e.g. {overlap[0]}): calibrate on "
-                          "problems outside the evaluation set (default: MATH test minus MATH-500)")
-    return rows
+    return refuse_math500(rows, path)
+
+
+def divergence_rows(path: str, pair, verify: bool) -> list[dict]:
+    """Lines of a ``guided divergence`` file made with this base (and this oracle, for
+    verify, which reads the oracle's scores), outside MATH-500."""
+    from ..study.divergence import check_same_pair, read_divergence
+
+    rows = read_divergence(path)
+    check_same_pair(rows, pair.base, pair.oracle if verify else None, path)
+    return refuse_math500(rows, path)
 
 
 def run_base_only(args, pair, base_file: Path) -> list[dict]:
@@ -60,8 +73,7 @@ def run_base_only(args, pair, base_file: Path) -> list[dict]:
     if task.name == "math500":
         raise ConfigError("calibrate refuses --dataset math500: calibrate outside the evaluation set "
                           "(default: math, minus the MATH-500 problems)")
-    held_out = math500_ids()
-    problems = [p for p in task.load() if p.unique_id not in held_out][args.offset:]
+    problems = held_out_split(task)[args.offset:]
     problems = problems[: args.num_samples or CAL_NUM_SAMPLES]
     config = GenerationConfig(policy="never", c=0, max_new_tokens=args.max_new_tokens or EVAL_MAX_NEW_TOKENS,
                               seed=args.seed or 0)
@@ -73,6 +85,7 @@ def cmd_calibrate(args) -> int:
     from ..calibration import check_calibration_models  # noqa: F401 - same module family
     from ..pair import load_pair
     from ..prompts import prompt_ids
+    from ..study.divergence import features_from_row
     from ..teacher import teacher_force
 
     if args.target_share is None or not (0.0 < args.target_share < 1.0):
@@ -85,7 +98,9 @@ def cmd_calibrate(args) -> int:
     verify = config.consult_mode == "verify"
     out = Path(args.output_file)
     pair = load_pair(args.base_model, args.oracle_model if verify else args.base_model, n_ctx=args.n_ctx)
-    if args.from_results:
+    if args.from_divergence:
+        rows, source = divergence_rows(args.from_divergence, pair, verify), f"divergence {args.from_divergence}"
+    elif args.from_results:
         rows, source = base_only_rows(args.from_results, pair.base), f"results {args.from_results}"
     else:
         base_file = Path(args.base_file) if args.base_file else out.with_suffix(".base.jsonl")
@@ -97,8 +112,11 @@ def cmd_calibrate(args) -> int:
         router = load_router(config.router, expected_sha256=config.router_sha256)
     scores, direction = [], "above"
     for i, row in enumerate(rows):
-        feats = teacher_force(pair.base, prompt_ids(pair.base, row["prompt"]), row["token_ids"],
-                              oracle=pair.oracle if verify else None)
+        if args.from_divergence:  # teacher-forced already: same arrays, no second pass
+            feats = features_from_row(row)
+        else:
+            feats = teacher_force(pair.base, prompt_ids(pair.base, row["prompt"]), row["token_ids"],
+                                  oracle=pair.oracle if verify else None)
         s, direction = firing_score(config.policy, feats, config, router)
         scores.append(s)
         print(f"\rteacher-forced {i + 1}/{len(rows)}", end="", file=sys.stderr)
@@ -119,6 +137,8 @@ def register_calibrate(sub, *, add_model_flags, add_generation_flags, flag, gene
     add_generation_flags(p)
     flag(p, "target_share", type=float, default=None, help="oracle-token share to aim at, in (0, 1)")
     flag(p, "from_results", default=None, help="a base-only results file (policy never) instead of running the base")
+    flag(p, "from_divergence", default=None,
+         help="a guided divergence file (statistics and oracle scores already teacher-forced) instead")
     flag(p, "dataset", default=None, help="dataset of the base-only run (default math, minus MATH-500)")
     flag(p, "num_samples", type=int, default=None, help=f"problems of the base-only run (default {CAL_NUM_SAMPLES})")
     flag(p, "offset", type=int, default=0, help="skip this many problems of the split first")

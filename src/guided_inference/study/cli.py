@@ -54,16 +54,13 @@ def _base_only_run(args, pair, output: Path) -> tuple[list[dict], str]:
     """Run the base alone (policy never) on the selected problems into ``<output>.base.jsonl``;
     (its rows, the source named in the divergence lines)."""
     from ..config import GenerationConfig
-    from ..evaluation.calibrate import math500_ids
+    from ..tasks.selection import held_out_split
     from ..evaluation.cli import EVAL_MAX_NEW_TOKENS, _show
     from ..evaluation.runner import EvalSettings, run_eval
     from ..tasks import get_task
 
     task = get_task(args.dataset or "math500")
-    problems = task.load()
-    if task.name == "math":  # MATH test minus MATH-500: the split routers are trained on
-        held_out = math500_ids()
-        problems = [p for p in problems if p.unique_id not in held_out]
+    problems = held_out_split(task)  # for math: MATH test minus MATH-500, subjects mixed
     problems = problems[args.offset:][: args.num_samples] if args.num_samples else problems[args.offset:]
     if not problems:
         raise ConfigError(f"the selection is empty (dataset {task.name}, offset {args.offset})")

@@ -120,11 +120,12 @@ def read_divergence(path: str) -> list[dict]:
 
 
 def check_same_pair(rows: list[dict], base, oracle, path: str) -> None:
-    """A divergence file only ever holds one (base, oracle) pair: resuming with another is refused."""
+    """A divergence file only ever holds one (base, oracle) pair: resuming with another is refused.
+    ``oracle=None`` checks the base only (a reader of the base's statistics alone)."""
     for r in rows:
         for role, backend in (("base", base), ("oracle", oracle)):
             sha = r.get(f"{role}_sha256")
-            if sha and backend.sha256 and sha != backend.sha256:
+            if sha and backend is not None and backend.sha256 and sha != backend.sha256:
                 raise GuidedError(f"{path!r} was made with another model pair: {role} sha256 {sha[:12]}, "
                                   f"this {role} {backend.name!r} is {backend.sha256[:12]}")
 

@@ -14,6 +14,7 @@ Contract: a bad value raises ``ConfigError`` naming the value and what is allowe
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -96,3 +97,25 @@ def parse_str_list(name: str, text: str) -> tuple[str, ...]:
     if not values:
         raise ConfigError(f"{name} must be a comma-separated list, got {text!r}")
     return values
+
+
+def math500_ids() -> set[str]:
+    """The ``unique_id`` of every MATH-500 problem (the evaluation set)."""
+    from . import get_task
+    return {p.unique_id for p in get_task("math500").load()}
+
+
+def held_out_split(task) -> list:
+    """Problems to calibrate or train on, never evaluated on.
+
+    For ``math``: the MATH test set minus MATH-500, in sha256(unique_id) order. The file
+    is sorted by subject (its first 1,000 problems are all Algebra), so a prefix in file
+    order would calibrate on one subject; the hash order is stable across machines and
+    makes every prefix mix subjects and levels. Other datasets keep their file order.
+    """
+    problems = task.load()
+    if task.name != "math":
+        return problems
+    held_out = math500_ids()
+    kept = [p for p in problems if p.unique_id not in held_out]
+    return sorted(kept, key=lambda p: hashlib.sha256(p.unique_id.encode("utf-8")).hexdigest())
