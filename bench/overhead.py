@@ -4,18 +4,19 @@
     python bench/overhead.py --profile entropy      # cProfile of one run: where our time goes
 
 For each policy, runs a guided generation on the Qwen pair (c=10, k=10, step_size=10;
-entropy at threshold 2.5, verify with top-1 disagreement) and records every backend call: how
-many tokens each model read in a batch (prompt, catch-up) and how many it
-generated. The floor is that same work done one call after another at
-llama.cpp's own speed, measured here with raw ``Llama.eval`` on the same
-models: each batch read at the rate llama.cpp achieves for a batch of *that
-size* (chunk sizes matter: small catch-ups run far below prompt-sized rates),
-each generated token at the single-token decode rate; verify's scoring reads (the
-oracle teacher-forcing each base step) count at the batch rate of their size.
-overhead = wall / floor.
+entropy at threshold 2.5, verify with top-1 disagreement) and records every llama.cpp
+evaluation each model did: each batch read (prompt, catch-up, verify's scoring reads with
+their per-position logits) with its position, and each decoded token. The floor replays
+exactly those evaluations through the backend's own ``evaluate`` (one ``llama_decode``
+per batch), in the same order and at the same positions, with nothing of the loop
+around them. overhead = wall / floor.
 
-The guided run and the floor measurements alternate, and the minimum of each
-over the repeats is used, so a busy machine inflates both sides alike.
+(Until 29 Nov 2026 the floor was timed per chunk size at one mid-sequence position, and
+decode as the best of 7 single tokens; comparing a minimum of single tokens with a sum
+over every real token put ``never`` at 1.20x. The replay compares like with like.)
+
+The guided run and its replay alternate, and the minimum of each over the repeats is
+used, so a busy machine inflates both sides alike.
 """
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ import argparse
 import json
 import platform
 import time
-from collections import Counter
 
 from guided_inference.config import GenerationConfig
 from guided_inference.engine import guided_generate
@@ -35,7 +35,9 @@ PROBLEM = ("Let $f(x) = 3x^2 - 5x + 2$. Find all real $x$ such that $f(f(x)) = 2
 
 
 class Recorder:
-    """Wraps a real backend and logs (prefill_tokens, decode_tokens) of each call."""
+    """Wraps a real backend and logs what llama.cpp evaluated in each call, in order:
+    (the full token sequence, where the batch read started, logits rows asked for, the
+    tokens then decoded one at a time)."""
 
     def __init__(self, inner):
         self.inner, self.calls = inner, []
@@ -43,47 +45,36 @@ class Recorder:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def generate(self, *args, **kw):
-        chunk = self.inner.generate(*args, **kw)
-        self.calls.append((chunk.prefill_tokens, chunk.decode_tokens))
+    def generate(self, context, *args, **kw):
+        chunk = self.inner.generate(context, *args, **kw)
+        self.calls.append((list(context), len(context) - chunk.prefill_tokens, None, list(chunk.tokens)))
         return chunk
 
-    def score(self, *args, **kw):
-        scores = self.inner.score(*args, **kw)
-        self.calls.append((scores.prefill_tokens, 0))
+    def score(self, context, tokens, **kw):
+        scores = self.inner.score(context, tokens, **kw)
+        full = list(context) + list(tokens)
+        start = len(full) - scores.prefill_tokens
+        self.calls.append((full, start, len(context) - 1 - start, []))
         return scores
 
 
-def eval_time(backend, prefix: list[int], new: list[int], reps: int = 3) -> float:
-    """Best-of-reps seconds for raw llama.cpp to read ``new`` after ``prefix`` in one batch."""
-    llm = backend.llm
-    best = float("inf")
-    if llm.input_ids[: llm.n_tokens].tolist()[: len(prefix)] != prefix or llm.n_tokens < len(prefix):
-        llm.n_tokens = 0
-        llm.eval(prefix)
-    for _ in range(reps):
-        llm.n_tokens = len(prefix)  # roll back to the prefix: eval() drops the rest of the cache
+def replay_seconds(backend, calls) -> float:
+    """Seconds llama.cpp needs to redo exactly these evaluations: the same batch reads at
+    the same positions (with the same logits rows for verify's scoring), then each decoded
+    token on its own, in the same order from a cold cache. Nothing else of ours runs: no
+    sampling, statistics, policy or bookkeeping, so wall / replay is what our loop adds."""
+    total = 0.0
+    backend.keep(0)
+    for full, start, logits_from, decoded in calls:
+        backend.keep(start)
         t = time.perf_counter()
-        llm.eval(new)
-        best = min(best, time.perf_counter() - t)
-    backend._logits_at = -1  # we moved its cache behind its back
-    return best
-
-
-def floor_seconds(backend, calls, context: list[int]) -> tuple[float, dict]:
-    """Seconds llama.cpp needs for these calls' reads and decodes, at their chunk sizes.
-
-    The first read of each model starts at position 0 (prompt plus whatever the other
-    model wrote before); later reads are timed mid-sequence, where catch-ups happen."""
-    first, rest = calls[0][0], Counter(n for n, _ in calls[1:] if n)
-    mid = context[: len(context) // 2]
-    per_size = {n: eval_time(backend, mid, context[len(mid): len(mid) + n]) for n in rest}
-    decode = eval_time(backend, mid, context[len(mid): len(mid) + 1], reps=7)
-    first_s = eval_time(backend, [], context[:first], reps=2) if first else 0.0
-    total = first_s + sum(per_size[n] * count for n, count in rest.items()) + decode * sum(d for _, d in calls)
-    rates = {"first_read": f"{first} tok at {first / first_s:.0f} tok/s" if first else "none"}
-    rates.update({n: round(n / s, 1) for n, s in sorted(per_size.items())})
-    return total, {"decode_ms": round(decode * 1e3, 2), "prefill_tok_s": rates}
+        if start < len(full):
+            backend.evaluate(full[start:], logits_from=logits_from)
+        for tok in decoded:
+            backend.evaluate([tok])
+        total += time.perf_counter() - t
+    backend._logits_at = -1  # the cache now holds the replay, not the run
+    return total
 
 
 POLICY_CONFIGS = {
@@ -104,10 +95,7 @@ def run_policy(pair, prompt: str, name: str, args) -> dict:
             b.llm.n_tokens, b._logits_at = 0, -1
         trace = guided_generate(prompt, base, oracle, config)
         walls.append(trace.timings.generation_s)
-        context = pair.base.tokenize(prompt, add_bos=True) + trace.token_ids
-        fb, _ = floor_seconds(pair.base, base.calls, context)
-        fo, _ = floor_seconds(pair.oracle, oracle.calls, context) if oracle.calls else (0.0, None)
-        floors.append(fb + fo)
+        floors.append(replay_seconds(pair.base, base.calls) + replay_seconds(pair.oracle, oracle.calls))
     wall, floor = min(walls), min(floors)
     n = trace.total_tokens_generated
     return {"policy": name, "tokens": n, "oracle_tokens": trace.oracle_tokens, "consults": len(trace.cheat_positions),
