@@ -24,7 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))  # this tree's package, not whichever one is installed
 
-from guided_inference.evaluation.report import Summary, breakdown, compare, latest, pct, summarize  # noqa: E402
+from guided_inference.evaluation.report import (Summary, breakdown, compare, cost_row, is_graded, latest, pct,  # noqa: E402
+                                                summarize)
 from guided_inference.evaluation.results import read_rows  # noqa: E402
 
 RESULTS = "results/math500-first100"
@@ -57,11 +58,58 @@ RESEEDED = Run("reseeded", "math500_0.5B_1.5B_random_c20_k10_perproblem.jsonl", 
                "random p=0.5, per-problem schedules")
 
 
+# Issue 9: when to consult, at about 10% oracle share (c=20 k=10); each may be partial.
+POLICY_RUNS = (
+    Run("p-random", "math500_0.5B_1.5B_random_p0.1_c20_k10.jsonl", "", "random, p=0.1"),
+    Run("p-entropy", "math500_0.5B_1.5B_entropy_share0.1_c20_k10.jsonl", "", "entropy, calibrated"),
+    Run("p-boundary", "math500_0.5B_1.5B_boundary_share0.1_c20_k10.jsonl", "", "boundary, calibrated"),
+    Run("p-verify", "math500_0.5B_1.5B_verify_share0.1_c20_k10.jsonl", "", "verify, calibrated"),
+)
+
+
 def load(root: Path = ROOT) -> dict[str, list[dict]]:
     runs = {r.key: latest(read_rows(root / RESULTS / r.file)) for r in RUNS}
-    path = root / RESULTS / RESEEDED.file
-    runs[RESEEDED.key] = latest(read_rows(path)) if path.exists() else []
+    for r in (RESEEDED, *POLICY_RUNS):
+        path = root / RESULTS / r.file
+        runs[r.key] = latest(read_rows(path)) if path.exists() else []
     return runs
+
+
+def policy_ids(runs: dict[str, list[dict]]) -> set[str]:
+    """The problems every present policy run has graded (runs grow at different speeds)."""
+    sets = [{r["unique_id"] for r in runs[p.key] if is_graded(r)} for p in POLICY_RUNS if runs[p.key]]
+    return set.intersection(*sets) if sets else set()
+
+
+def policies(runs: dict[str, list[dict]]) -> str:
+    """Issue 9's first look: each policy at about 10% oracle share on the same problems, its
+    cost (realised share beside the calibration's target and expected share), then paired
+    differences against random at the same share."""
+    ids = policy_ids(runs)
+    if not ids:
+        return "(no policy runs yet)\n"
+    pick = lambda key: [r for r in runs[key] if r["unique_id"] in ids]  # noqa: E731
+    rows = []
+    for key, label in (("base", "base only"), *((p.key, p.label) for p in POLICY_RUNS if runs[p.key]),
+                       ("oracle", "oracle only")):
+        s = summarize(pick(key), key)
+        cost = cost_row(label, pick(key))
+        rows.append((label, cost[2], str(s.n), f"**{pct(s.accuracy)}**", ci(s), cost[3], share(s.oracle_share),
+                     cost[5], cost[8], f"{s.generation_s / s.n:.0f} s"))
+    out = table(("run (same problems)", "threshold", "n", "accuracy", "95% CI (Wilson)", "target share",
+                 "realised share", "consults/problem", "rejected base tokens", "time/problem"), rows)
+    pairs = []
+    for p in POLICY_RUNS[1:]:
+        if not runs[p.key]:
+            continue
+        for label, a in ((f"{p.label} − random p=0.1", "p-random"), (f"{p.label} − base only", "base")):
+            if not runs[a]:
+                continue
+            c = compare(pick(a), pick(p.key), n_boot=10_000, seed=0)
+            pairs.append((label, str(c.shared), f"{100 * c.diff:+.1f} points",
+                          f"[{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}]", f"{c.a_wins} / {c.b_wins}"))
+    return out + "\n" + table(("comparison", "shared", "difference", "95% CI (paired bootstrap)",
+                                "right only in A / only in B"), pairs)
 
 
 def reseeded(runs: dict[str, list[dict]]) -> str:
@@ -157,6 +205,7 @@ TABLES = {
     "paired": paired,
     "by-level": by_level,
     "reseeded": reseeded,
+    "policies": policies,
 }
 
 

@@ -46,7 +46,7 @@ def qwen_oracle():
     return _load("qwen2.5-coder-1.5b")
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_cli(*args: str, env: dict | None = None, timeout: float = 600, cwd=None) -> subprocess.CompletedProcess:
     """Run the real `guided` command line in a subprocess."""
     return subprocess.run([sys.executable, "-m", "guided_inference.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=timeout)
+                          env={**os.environ, **(env or {})}, timeout=timeout, cwd=cwd)

@@ -141,3 +141,27 @@ def test_calibrate_refuses_a_divergence_file_of_math500(tmp_path):
     errors = [x for x in r.stderr.splitlines() if x.startswith("error:")]
     assert r.returncode == 2 and len(errors) == 1 and "MATH-500 problem" in errors[0]
     assert not (tmp_path / "c.json").exists()
+
+
+def test_eval_target_share_calibrates_first_and_caches_the_file(base_only, tmp_path):
+    """`eval --target_share` runs the base on the calibration split (MATH minus MATH-500),
+    writes calibration/<policy>_c_k_share_<base>.json under the working directory, evals
+    with its threshold, and a second eval reuses the file instead of calibrating again."""
+    _, data, _ = base_only
+    args = ("eval", "--data", str(data), "--policy", "entropy", "--target_share", "0.2", "--c", "6", "--k", "4",
+            "--base_model", "smollm2-135m", "--oracle_model", "smollm2-135m", "--max_new_tokens", "12",
+            "--output_file", "out.jsonl", "--no_progress")
+    r = run_cli(*args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    cal = tmp_path / "calibration" / "entropy_c6_k4_share0.2_smollm2-135m.json"
+    record = json.loads(cal.read_text())
+    assert record["n_problems"] == 50 and record["target_share"] == 0.2
+    assert not set(record["problem_ids"]) & __import__("guided_inference.tasks.selection", fromlist=["x"]).math500_ids()
+    rows = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert all(row["config"]["threshold"] == record["threshold"] for row in rows)
+    assert "target_share 0.2" in rows[0]["config"]["threshold_source"]
+    stamp = cal.stat().st_mtime_ns
+    (tmp_path / "out.jsonl").unlink()
+    r = run_cli(*args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert cal.stat().st_mtime_ns == stamp  # reused, not recalibrated

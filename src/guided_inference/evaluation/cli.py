@@ -156,6 +156,7 @@ def calibrate_first(args) -> None:
     if not path.exists():
         cal = _argparse.Namespace(**vars(args))
         cal.dataset, cal.num_samples, cal.offset, cal.data, cal.from_results, cal.base_file = None, None, 0, None, None, None
+        cal.from_divergence = None
         cal.output_file = str(path)
         cmd_calibrate(cal)
     args.calibration = str(path)
