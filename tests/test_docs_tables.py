@@ -29,7 +29,7 @@ def runs(docs_tables):
 
 
 EXPECTED_BLOCKS = {"README.md": ["readme-first100"],
-                   "docs/results.md": ["first100", "guided-usage", "paired", "by-level", "reseeded"]}
+                   "docs/results.md": ["first100", "guided-usage", "paired", "by-level", "reseeded", "policies"]}
 
 
 @pytest.mark.parametrize("doc", sorted(EXPECTED_BLOCKS))

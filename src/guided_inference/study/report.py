@@ -19,6 +19,12 @@ from .metrics import auroc, auroc_ci, bootstrap_ci, fmt_ci, pooled, precision_at
 SHARES = (0.01, 0.05, 0.10)
 
 
+def _source(source: str | None) -> str:
+    """'results F' (how divergence lines name their origin) -> 'results `F`'."""
+    kind, _, path = (source or "?").partition(" ")
+    return f"{kind} `{path}`" if path else f"`{kind}`"
+
+
 def _pct(x: float) -> str:
     return "n/a" if math.isnan(x) else f"{100 * x:.1f}%"
 
@@ -136,8 +142,8 @@ def router_report(router, eval_rows: list[dict], *, n_boot: int = 1000, command:
     weights = ", ".join(f"{n} {w:+.2f}" for n, w in zip(router.features, router.weights))
     out = [f"Router fitted on {len(m.get('training_problems', []))} problems ({m.get('n_tokens')} tokens, "
            f"label `{router.label}` rate {_pct(m.get('positive_rate', math.nan))}) from `{train_source}`; "
-           f"evaluated on {len(eval_rows)} held-out problems ({sum(f.n for f in feats)} tokens) of "
-           f"`{eval_rows[0].get('source')}`. Standardised weights: {weights}; bias {router.bias:+.2f}. "
+           f"evaluated on {len(eval_rows)} held-out problems ({sum(f.n for f in feats)} tokens) made from "
+           f"{_source(eval_rows[0].get('source'))}. Standardised weights: {weights}; bias {router.bias:+.2f}. "
            f"CIs: 95% bootstrap over problems ({n_boot} resamples)." + (f"\n\n```\n{command}\n```" if command else ""),
            "", format_signal_table(table, base_rate),
            f"\nRouter minus the best single statistic a policy can read before the token (`{best}`), paired "
