@@ -15,7 +15,7 @@ from guided_inference.study.divergence import (divergence_row, features_from_row
                                                statistics)
 from guided_inference.study.metrics import (auroc, average_ranks, bootstrap_ci, pooled, precision_at_share,
                                             spearman)
-from guided_inference.study.report import divergence_report, write_section
+from guided_inference.study.report import KEEP, divergence_report, write_section
 from guided_inference.teacher import teacher_force
 
 from conftest import run_cli
@@ -131,6 +131,12 @@ def test_divergence_report_numbers_on_a_hand_made_file(tmp_path):
     write_section(path, "Divergence labels", text)
     new = path.read_text()
     assert "keep me" in new and "end" in new and "old" not in new and new.count("## Divergence labels") == 1
+    # A reading written below the generated part survives the next rewrite.
+    path.write_text(new.replace(KEEP + "\n", KEEP + "\n\n**Reading.** by hand\n"))
+    write_section(path, "Divergence labels", text.replace("25.0%", "26.0%"))
+    again = path.read_text()
+    assert "**Reading.** by hand" in again and "26.0%" in again and again.count(KEEP) == 1
+    assert again.endswith("## Last\n\nend\n") and "keep me" in again
 
 
 def _results_row(uid, **kw):

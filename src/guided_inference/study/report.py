@@ -100,15 +100,26 @@ def divergence_report(rows: list[dict], *, n_boot: int = 1000, command: str = ""
     return "\n".join(out) + "\n"
 
 
+KEEP = "<!-- generated above; the text below is kept when the section is rewritten -->"
+
+
 def write_section(path: str | Path, heading: str, body: str) -> None:
-    """Replace (or append) the ``## heading`` section of a markdown file, atomically;
-    every other section stays byte for byte."""
+    """Replace (or append) the generated part of the ``## heading`` section of a markdown
+    file, atomically. The section ends with the ``KEEP`` line, and what a person wrote
+    after it (the reading of the numbers) survives a rewrite; every other section stays
+    byte for byte."""
     path = Path(path)
     text = path.read_text() if path.exists() else "# Findings\n"
-    block = f"## {heading}\n\n{body.strip()}\n"
+    block = f"## {heading}\n\n{body.strip()}\n\n{KEEP}\n"
     pattern = re.compile(rf"^## {re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
+
+    def replace(m: re.Match) -> str:
+        old = m.group(0)
+        kept = old.split(KEEP + "\n", 1)[1] if KEEP + "\n" in old else "\n" if old.endswith("\n\n") else ""
+        return block + kept
+
     if pattern.search(text):
-        text = pattern.sub(lambda m: block + ("\n" if m.group(0).endswith("\n\n") else ""), text, count=1)
+        text = pattern.sub(replace, text, count=1)
     else:
         text = text.rstrip("\n") + "\n\n" + block
     path.parent.mkdir(parents=True, exist_ok=True)
