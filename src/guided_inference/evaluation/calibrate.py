@@ -119,7 +119,7 @@ def cmd_calibrate(args) -> int:
                                   oracle=pair.oracle if verify else None)
         s, direction = firing_score(config.policy, feats, config, router)
         scores.append(s)
-        print(f"\rteacher-forced {i + 1}/{len(rows)}", end="", file=sys.stderr)
+        print(f"\r{'read' if args.from_divergence else 'teacher-forced'} {i + 1}/{len(rows)}", end="", file=sys.stderr)
     print(file=sys.stderr)
     threshold, share, curve = choose_threshold(scores, direction, args.target_share, config, verify)
     record = calibration_record(config.policy, config, args.target_share, threshold, share, curve,
