@@ -151,6 +151,10 @@ def readme_first100(runs: dict[str, list[dict]]) -> str:
     for r in RUNS:
         s = summarize(runs[r.key], r.key)
         rows.append((r.readme_label, pct(s.accuracy), ci(s), share(s.oracle_share)))
+        if r.key == "random" and runs[RESEEDED.key]:  # the corrected re-run beside it
+            s = summarize(runs[RESEEDED.key], RESEEDED.key)
+            rows.append((f"{r.readme_label}, per-problem schedules (n = {s.n})", pct(s.accuracy), ci(s),
+                         share(s.oracle_share)))
     return table(("run", "accuracy", "95% CI", "oracle-token share"), rows)
 
 
