@@ -83,8 +83,8 @@ def policy_ids(runs: dict[str, list[dict]]) -> set[str]:
 
 def policies(runs: dict[str, list[dict]]) -> str:
     """Issue 9's first look: each policy at about 10% oracle share on the same problems, its
-    cost (realised share beside the calibration's target and expected share), then paired
-    differences against random at the same share."""
+    cost (realised share beside the calibration's target), then paired differences against
+    random at the same share, base only and oracle only."""
     ids = policy_ids(runs)
     if not ids:
         return "(no policy runs yet)\n"
@@ -102,7 +102,8 @@ def policies(runs: dict[str, list[dict]]) -> str:
     for p in POLICY_RUNS[1:]:
         if not runs[p.key]:
             continue
-        for label, a in ((f"{p.label} − random p=0.1", "p-random"), (f"{p.label} − base only", "base")):
+        for label, a in ((f"{p.label} − random p=0.1", "p-random"), (f"{p.label} − base only", "base"),
+                         (f"{p.label} − oracle only", "oracle")):
             if not runs[a]:
                 continue
             c = compare(pick(a), pick(p.key), n_boot=10_000, seed=0)
