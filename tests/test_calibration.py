@@ -8,6 +8,7 @@ import pytest
 
 from guided_inference.calibration import choose_threshold, expected_share, fires, replay
 from guided_inference.config import GenerationConfig
+from guided_inference.tasks.selection import math500_ids
 from conftest import run_cli
 
 
@@ -156,7 +157,7 @@ def test_eval_target_share_calibrates_first_and_caches_the_file(base_only, tmp_p
     cal = tmp_path / "calibration" / "entropy_c6_k4_share0.2_smollm2-135m.json"
     record = json.loads(cal.read_text())
     assert record["n_problems"] == 50 and record["target_share"] == 0.2
-    assert not set(record["problem_ids"]) & __import__("guided_inference.tasks.selection", fromlist=["x"]).math500_ids()
+    assert not set(record["problem_ids"]) & math500_ids()
     rows = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert all(row["config"]["threshold"] == record["threshold"] for row in rows)
     assert "target_share 0.2" in rows[0]["config"]["threshold_source"]
