@@ -189,3 +189,28 @@ def test_divergence_cli_on_a_real_base_only_file_and_refuses_another_pair(smol, 
     r = run_cli(*[a if a != "smollm2-135m" or i != 4 else "qwen2.5-coder-0.5b" for i, a in enumerate(args)])
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "was made with another model pair" in r.stderr
     assert out.read_text() == before
+
+
+def test_resume_drops_a_torn_last_line_and_a_second_writer_is_refused(smol, tmp_path):
+    """A kill mid-write leaves a partial last line: the next run drops it and redoes that
+    problem. While one run holds the file, another is refused in one line, exit 2."""
+    prompts = [chat_prompt(smol, q) for q in ("Name two colours.", "Name a fruit.")]
+    traces = [guided_generate(p, smol, smol, GenerationConfig(policy="never", max_new_tokens=12)) for p in prompts]
+    results = tmp_path / "base.jsonl"
+    results.write_text("".join(_results_row(f"test/algebra/{i}.json", prompt=p, token_ids=t.token_ids,
+                                            base_sha256=smol.sha256) for i, (p, t) in enumerate(zip(prompts, traces))))
+    out = tmp_path / "div.jsonl"
+    args = ["divergence", "--base_model", "smollm2-135m", "--oracle_model", "smollm2-135m", "--from_results",
+            str(results), "--output_file", str(out), "--findings", str(tmp_path / "f.md"), "--n_boot", "20"]
+    assert run_cli(*args).returncode == 0
+    first, second = out.read_text().splitlines(keepends=True)
+    out.write_text(first + second[: len(second) // 2])  # the second problem's line, torn
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert [json.loads(x)["unique_id"] for x in out.read_text().splitlines()] == ["test/algebra/0.json",
+                                                                                  "test/algebra/1.json"]
+    assert out.read_text().startswith(first) and "teacher-forced 1/1" in r.stderr
+    from guided_inference.evaluation.results import ResultsFile
+    with ResultsFile.open(out):
+        r = run_cli(*args)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "locked" in r.stderr

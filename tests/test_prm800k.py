@@ -11,8 +11,8 @@ import pytest
 
 from guided_inference.config import GuidedError, SamplingConfig
 from guided_inference.prompts import chat_prompt
-from guided_inference.study.prm800k import (SEPARATOR, group_problems, load_steps, score_problem, shipped_parquet,
-                                            step_tokens)
+from guided_inference.study.prm800k import (SEPARATOR, group_problems, load_steps, run_prm800k, score_problem,
+                                            shipped_parquet, step_tokens)
 from guided_inference.study.report import prm_report
 
 from conftest import run_cli
@@ -122,3 +122,24 @@ def test_missing_column_and_bad_files_are_one_line(tmp_path):
         odd = tmp_path / "odd.parquet"
         pq.write_table(pa.table({"instruction": ["p"], "responses": [[]], "next_response": ["s"], "rating": [7]}), odd)
         load_steps(str(odd))
+
+
+def test_resume_drops_a_torn_last_line_and_refuses_a_foreign_line(rows, smol, tmp_path):
+    """On the first two problems (3 rated steps each): a partial last line left by a kill
+    is dropped and its problem scored again; a line that is not a prm800k line is refused
+    and the file is left untouched."""
+    problems = [(ins, steps[:3]) for ins, steps in group_problems(rows)[:2]]
+    out = tmp_path / "prm.jsonl"
+    full = run_prm800k(problems, smol, out, "test")
+    first, second = out.read_text().splitlines(keepends=True)
+    out.write_text(first + second[:40])
+    again = run_prm800k(problems, smol, out, "test")
+    assert [x["problem_key"] for x in again] == [x["problem_key"] for x in full]
+    assert [x["steps"] for x in again] == [x["steps"] for x in full]  # rescored: same numbers
+    assert out.read_text().startswith(first) and len(out.read_text().splitlines()) == 2
+    foreign = tmp_path / "foreign.jsonl"
+    foreign.write_text(first + json.dumps({"unique_id": "x"}) + "\n" + second)
+    before = foreign.read_text()
+    with pytest.raises(GuidedError, match="line 2 is not a prm800k line"):
+        run_prm800k(problems, smol, foreign, "test")
+    assert foreign.read_text() == before

@@ -19,11 +19,8 @@ methods the online policies and the router use, so they cannot drift apart.
 """
 from __future__ import annotations
 
-from guided_inference.prompts import prompt_ids as engine_prompt_ids  # the engine's BOS rule, per model
-
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -31,6 +28,8 @@ import numpy as np
 
 from .. import __version__
 from ..config import GuidedError
+from ..evaluation.results import ResultsFile
+from ..prompts import prompt_ids as engine_prompt_ids  # the engine's BOS rule, per model
 from ..teacher import TokenFeatures, teacher_force
 
 FLOAT_ARRAYS = ("entropy", "varentropy", "top_prob", "margin", "token_prob", "oracle_p")
@@ -105,14 +104,21 @@ def read_divergence(path: str) -> list[dict]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            rows.append((i, json.loads(line)))
         except ValueError:
             raise GuidedError(f"{path!r} line {i} is not JSON (a divergence file is JSONL)") from None
-        if not isinstance(row, dict) or row.get("kind") != "divergence":
-            raise GuidedError(f"{path!r} line {i} is not a divergence line (guided divergence writes them)")
-        rows.append(row)
     if not rows:
         raise GuidedError(f"divergence file {path!r} is empty")
+    return check_divergence_lines(rows, path)
+
+
+def check_divergence_lines(numbered: list[tuple[int, object]], path: str) -> list[dict]:
+    """The rows of ``(line number, row)`` pairs, after checking that each is a divergence
+    line and that all come from one model pair."""
+    for i, row in numbered:
+        if not isinstance(row, dict) or row.get("kind") != "divergence":
+            raise GuidedError(f"{path!r} line {i} is not a divergence line (guided divergence writes them)")
+    rows = [row for _, row in numbered]
     pairs = {(r.get("base_sha256"), r.get("oracle_sha256")) for r in rows}
     if len(pairs) > 1:
         raise GuidedError(f"{path!r} mixes {len(pairs)} model pairs (base/oracle sha256); one pair per file")
@@ -155,23 +161,20 @@ def provenance(pair, source: str) -> dict:
 def run_divergence(rows: list[dict], pair, output: Path, source: str, progress=None) -> list[dict]:
     """Teacher-force every row not yet in ``output``; append one line each. Returns all
     lines of ``output`` for the given rows (resumed and new), in ``rows`` order."""
-    done = {}
-    if output.exists() and output.stat().st_size:
-        old = read_divergence(str(output))
-        check_same_pair(old, pair.base, pair.oracle, str(output))
-        done = {r["unique_id"]: r for r in old}
     head = provenance(pair, source)
-    todo = [r for r in rows if r["unique_id"] not in done]
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with open(output, "a") as f:
+    # ResultsFile: one locked writer per file, a torn last line dropped on resume, fsync per line.
+    with ResultsFile.open(output) as rf:
+        old = check_divergence_lines(rf.rows, str(output))
+        if old:
+            check_same_pair(old, pair.base, pair.oracle, str(output))
+        done = {r["unique_id"]: r for r in old}
+        todo = [r for r in rows if r["unique_id"] not in done]
         for i, r in enumerate(todo):
             t = time.perf_counter()
             prompt_ids = engine_prompt_ids(pair.base, r["prompt"])
             feats = teacher_force(pair.base, prompt_ids, r["token_ids"], oracle=pair.oracle)
             line = divergence_row(r, feats, head, time.perf_counter() - t)
-            f.write(json.dumps(line) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+            rf.append(line)
             done[r["unique_id"]] = line
             if progress:
                 progress(i + 1, len(todo), line)

@@ -18,11 +18,8 @@ min top-1 probability, mean probability of the step's own tokens).
 """
 from __future__ import annotations
 
-from guided_inference.prompts import prompt_ids as engine_prompt_ids  # the engine's BOS rule, per model
-
 import hashlib
 import json
-import os
 import time
 from importlib import resources
 from pathlib import Path
@@ -31,6 +28,8 @@ import numpy as np
 
 from .. import __version__
 from ..config import GuidedError
+from ..evaluation.results import ResultsFile
+from ..prompts import prompt_ids as engine_prompt_ids  # the engine's BOS rule, per model
 
 COLUMNS = ("instruction", "responses", "next_response", "rating")
 SEPARATOR = "\n"  # between steps of one solution, as PRM800K's own step lists are joined
@@ -116,31 +115,25 @@ def score_problem(backend, instruction: str, rows: list[dict]) -> list[dict]:
 def run_prm800k(problems: list[tuple[str, list[dict]]], backend, output: Path, source: str, progress=None) -> list[dict]:
     """Score every problem not yet in ``output`` (resumable, one JSON line per problem);
     return the lines of the given problems."""
-    done = {}
-    if output.exists():
-        for i, line in enumerate(output.read_text().splitlines(), 1):
-            try:
-                d = json.loads(line)
-                d["problem_key"], d["steps"]  # noqa: B018 - required keys
-            except (ValueError, KeyError, TypeError):
-                raise GuidedError(f"{str(output)!r} line {i} is not a prm800k line (guided prm800k writes them)") from None
+    head = {"kind": "prm800k", "base_model_id": backend.model_id, "base_sha256": backend.sha256, "source": source,
+            "separator": SEPARATOR, "version": __version__}
+    # ResultsFile: one locked writer per file, a torn last line dropped on resume, fsync per line.
+    with ResultsFile.open(output) as rf:
+        done = {}
+        for i, d in rf.rows:
+            if not isinstance(d, dict) or "problem_key" not in d or "steps" not in d:
+                raise GuidedError(f"{str(output)!r} line {i} is not a prm800k line (guided prm800k writes them)")
             if backend.sha256 and d.get("base_sha256") not in (None, backend.sha256):
                 raise GuidedError(f"{str(output)!r} was made with base sha256 {d['base_sha256'][:12]}, "
                                   f"this base {backend.name!r} is {backend.sha256[:12]}")
             done[d["problem_key"]] = d
-    head = {"kind": "prm800k", "base_model_id": backend.model_id, "base_sha256": backend.sha256, "source": source,
-            "separator": SEPARATOR, "version": __version__}
-    todo = [(ins, rows) for ins, rows in problems if problem_key(ins) not in done]
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with open(output, "a") as f:
+        todo = [(ins, rows) for ins, rows in problems if problem_key(ins) not in done]
         for i, (ins, rows) in enumerate(todo):
             t = time.perf_counter()
             steps = score_problem(backend, ins, rows)
             line = dict(head, problem_key=problem_key(ins), problem=ins, seconds=round(time.perf_counter() - t, 2),
                         steps=steps)
-            f.write(json.dumps(line) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+            rf.append(line)
             done[line["problem_key"]] = line
             if progress:
                 progress(i + 1, len(todo), line)
