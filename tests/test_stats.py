@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from guided_inference.backends.cached import sample_token
+from guided_inference.backends.cached import nucleus, sample_token
 from guided_inference.config import SamplingConfig
 from guided_inference.stats import stats_from_logits, stats_from_top_logprobs
 
@@ -48,6 +48,23 @@ def test_top_p_keeps_only_the_nucleus():
     assert set(draws) == {0, 1}  # 0.5 + 0.3 >= 0.7: tokens 2 and 3 are outside the nucleus
     share = draws.count(0) / len(draws)
     assert 0.55 < share < 0.70  # 0.5 / 0.8 = 0.625
+
+
+@pytest.mark.parametrize("scale", [0.1, 1.0, 4.0, 12.0])  # flat (nucleus of ~100k tokens) to peaked (a few)
+@pytest.mark.parametrize("top_p", [0.5, 0.9, 0.999])
+def test_nucleus_is_the_full_sort_nucleus(scale, top_p):
+    """The partition shortcut keeps exactly the set the full argsort keeps, in the same order."""
+    rng = np.random.default_rng(int(scale * 10) + int(top_p * 1000))
+    x = rng.standard_normal(151_936) * scale
+    x[:5] = x.max()  # ties at the top: order by token id
+    p = np.exp(x - x.max())
+    p /= p.sum()
+    order = np.argsort(-p, kind="stable")
+    cum = np.cumsum(p[order])
+    expected = order[: int(np.searchsorted(cum, top_p)) + 1]
+    got = nucleus(p, top_p)
+    assert np.array_equal(got, expected)
+    assert p[got].sum() >= top_p * (1 - 1e-12) and p[got[:-1]].sum() < top_p
 
 
 def test_temperature_sampling_follows_the_distribution():

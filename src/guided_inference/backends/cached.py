@@ -85,13 +85,31 @@ def sample_token(logits: np.ndarray, sampling: SamplingConfig, rng: np.random.Ge
     p = np.exp(x)
     p /= p.sum()
     if sampling.top_p < 1.0:
-        order = np.argsort(-p)
-        cum = np.cumsum(p[order])
-        keep = order[: int(np.searchsorted(cum, sampling.top_p)) + 1]
+        keep = nucleus(p, sampling.top_p)
         q = np.zeros_like(p)
         q[keep] = p[keep]
         p = q / q.sum()
     return int(rng.choice(p.size, p=p))
+
+
+def nucleus(p: np.ndarray, top_p: float, first: int = 64) -> np.ndarray:
+    """The smallest set of most probable tokens whose mass reaches ``top_p``, most probable
+    first (ties in order of token id). Same set as sorting the whole vocabulary, but a
+    peaked distribution's nucleus is found among the top ``first`` tokens: partition, then
+    sort only those, doubling until their mass reaches ``top_p`` (a full argsort of 152k
+    probabilities costs ~10 ms per token, more than the 0.5B's decode step)."""
+    m = first
+    while True:
+        if m >= p.size:
+            order = np.argsort(-p, kind="stable")
+        else:
+            top = np.argpartition(-p, m)[:m]
+            order = top[np.lexsort((top, -p[top]))]
+        cum = np.cumsum(p[order])
+        n = int(np.searchsorted(cum, top_p)) + 1
+        if n <= order.size or m >= p.size:
+            return order[:n]
+        m *= 4
 
 
 def generate_from_logits(model: CachedModel, context: list[int], max_tokens: int, sampling: SamplingConfig,
