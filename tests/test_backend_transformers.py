@@ -190,3 +190,57 @@ def test_gemma_second_problem_on_the_same_backend(tf_gemma, gemma):
     a = greedy(tf_gemma, second, 16)
     assert a == greedy(gemma, second, 16)
     assert tf_gemma.ids == second + a
+
+
+RARE = "Let 𝔽 be a field 🦜: 龘 costs 5 €, naïve"
+
+
+@pytest.fixture(scope="module")
+def hf_smol_dir(tmp_path_factory, tf_smol):
+    """A plain Hugging Face directory (no GGUF): SmolLM2's fp32 weights beside the tokenizer
+    transformers converts from the same GGUF."""
+    from transformers import AutoTokenizer
+
+    gguf = resolve("smollm2-135m")[0]
+    out = tmp_path_factory.mktemp("hf_smol")
+    for f in dequantized_dir(gguf, tf_smol.sha256).iterdir():
+        (out / f.name).symlink_to(f)
+    AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(out)
+    return out
+
+
+def test_hf_directory_detokenizes_split_characters_byte_exactly(hf_smol_dir, smol):
+    """A chunk may end inside a character. Each token's bytes from an HF directory equal
+    llama.cpp's for the same id, including tokens that are only part of a character."""
+    hf = TransformersBackend(str(hf_smol_dir))
+    assert hf.sha256 is None and hf.vocab is None  # the Hugging Face tokenizer path, not the GGUF vocabulary
+    ids = smol.tokenize(RARE, add_bos=False)
+    per_token = [hf.detokenize([i]) for i in ids]
+    assert per_token == [smol.detokenize([i]) for i in ids]
+    assert b"".join(per_token) == RARE.encode("utf-8")
+    partial = [b for b in per_token if not _is_utf8(b)]
+    assert partial  # the text does split characters across tokens, so the check means something
+
+
+def test_sentencepiece_byte_fallback_pieces_are_single_bytes():
+    """Gemma's tokenizer (SentencePiece, byte fallback): <0xHH> pieces are bytes, ▁ a space."""
+    from transformers import AutoTokenizer
+
+    from guided_inference.backends.hf_bytes import decoder_kind, token_bytes
+
+    gguf = resolve("gemma3-270m")[0]
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    assert decoder_kind(tok) == "sentencepiece"
+    to_bytes = token_bytes(tok)
+    ids = tok(RARE, add_special_tokens=False)["input_ids"]
+    assert b"".join(to_bytes([i]) for i in ids) == RARE.encode("utf-8")
+    assert to_bytes([tok.convert_tokens_to_ids("<0xF0>")]) == b"\xf0"
+    assert to_bytes([tok.bos_token_id, tok.eos_token_id]) == b""
+
+
+def _is_utf8(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False

@@ -35,6 +35,7 @@ import numpy as np
 
 from ..config import SamplingConfig
 from .cached import generate_from_logits, score_from_logits, sync
+from .hf_bytes import token_bytes
 from .protocol import BackendError, Chunk, Scores, StopBefore, env_threads
 
 
@@ -85,6 +86,7 @@ class TransformersBackend:
             self.bos_text = self.tok.bos_token or ""
             self.eos_text = self.tok.eos_token or ""
             self.tokenizer_key = "hf:" + str(len(self.tok)) + ":" + (self.tok.name_or_path or "")
+            self._token_bytes = token_bytes(self.tok)
         self.model = transformers.AutoModelForCausalLM.from_pretrained(
             directory, dtype=getattr(torch, dtype), attn_implementation="eager").to(device).eval()
         # transformers 5 renamed past_key_values to cache
@@ -106,7 +108,7 @@ class TransformersBackend:
     def detokenize(self, ids: list[int]) -> bytes:
         if self.vocab is not None:
             return self.vocab.detokenize(ids)
-        return self.tok.decode(list(ids), skip_special_tokens=True).encode("utf-8")
+        return self._token_bytes(ids)  # exact bytes: a chunk may end inside a character (hf_bytes.py)
 
     def is_eos(self, token: int) -> bool:
         return self.vocab.is_eog(token) if self.vocab is not None else token in self._eos_ids
