@@ -94,10 +94,13 @@ def policies(runs: dict[str, list[dict]]) -> str:
                        ("oracle", "oracle only")):
         s = summarize(pick(key), key)
         cost = cost_row(label, pick(key))
+        # The oracle's reads (prefill tokens) per problem: verify's check of every base step
+        # costs reading, which the written share does not show.
         rows.append((label, cost[2], str(s.n), f"**{pct(s.accuracy)}**", ci(s), cost[3], share(s.oracle_share),
-                     cost[5], cost[8], f"{s.generation_s / s.n:.0f} s"))
+                     cost[5], f"{int(cost[7]) / s.n:.0f}", cost[8], f"{s.generation_s / s.n:.0f} s"))
     out = table(("run (same problems)", "threshold", "n", "accuracy", "95% CI (Wilson)", "target share",
-                 "realised share", "consults/problem", "rejected base tokens", "time/problem"), rows)
+                 "realised share", "consults/problem", "oracle reads/problem", "rejected base tokens",
+                 "time/problem"), rows)
     pairs = []
     for p in POLICY_RUNS[1:]:
         if not runs[p.key]:
