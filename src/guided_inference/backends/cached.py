@@ -96,7 +96,7 @@ def nucleus(p: np.ndarray, top_p: float, first: int = 64) -> np.ndarray:
     """The smallest set of most probable tokens whose mass reaches ``top_p``, most probable
     first (ties in order of token id). Same set as sorting the whole vocabulary, but a
     peaked distribution's nucleus is found among the top ``first`` tokens: partition, then
-    sort only those, doubling until their mass reaches ``top_p`` (a full argsort of 152k
+    sort only those, widening 4x until their mass reaches ``top_p`` (a full argsort of 152k
     probabilities costs ~10 ms per token, more than the 0.5B's decode step)."""
     m = first
     while True:

@@ -59,8 +59,8 @@ def token_bytes(tok) -> Callable[[list[int]], bytes]:
     if kind == "byte_level":
         byte_of = gpt2_byte_map()
         # Added tokens that are not special (rare) are stored as plain text, not byte characters.
-        table = [b"" if i in special else bytes(byte_of[c] for c in p) if all(c in byte_of for c in p)
-                 else p.encode("utf-8") for i, p in enumerate(pieces)]
+        table = [b"" if i in special or p is None else bytes(byte_of[c] for c in p)
+                 if all(c in byte_of for c in p) else p.encode("utf-8") for i, p in enumerate(pieces)]
     else:
         table = []
         for i, p in enumerate(pieces):
