@@ -55,16 +55,17 @@ def token_bytes(tok) -> Callable[[list[int]], bytes]:
     if kind == "other":
         return lambda ids: tok.decode(list(ids), skip_special_tokens=True).encode("utf-8")
     special = set(tok.all_special_ids)
-    pieces = tok.convert_ids_to_tokens(list(range(len(tok))))
     if kind == "byte_level":
         byte_of = gpt2_byte_map()
-        # Added tokens that are not special (rare) are stored as plain text, not byte characters.
-        table = [b"" if i in special or p is None else bytes(byte_of[c] for c in p)
-                 if all(c in byte_of for c in p) else p.encode("utf-8") for i, p in enumerate(pieces)]
+
+        def piece_bytes(p: str) -> bytes:
+            # Added tokens that are not special (rare) are stored as plain text, not byte characters.
+            return bytes(byte_of[c] for c in p) if all(c in byte_of for c in p) else p.encode("utf-8")
     else:
-        table = []
-        for i, p in enumerate(pieces):
-            m = _BYTE_PIECE.fullmatch(p or "")
-            table.append(b"" if i in special or p is None else bytes([int(m.group(1), 16)]) if m
-                         else p.replace("\u2581", " ").encode("utf-8"))
+        def piece_bytes(p: str) -> bytes:
+            m = _BYTE_PIECE.fullmatch(p)
+            return bytes([int(m.group(1), 16)]) if m else p.replace("\u2581", " ").encode("utf-8")
+
+    pieces = tok.convert_ids_to_tokens(list(range(len(tok))))
+    table = [b"" if i in special or p is None else piece_bytes(p) for i, p in enumerate(pieces)]
     return lambda ids: b"".join(table[i] for i in ids)
