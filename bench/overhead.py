@@ -8,12 +8,14 @@ entropy at threshold 2.5, verify with top-1 disagreement) and records every llam
 evaluation each model did: each batch read (prompt, catch-up, verify's scoring reads with
 their per-position logits) with its position, and each decoded token. The floor replays
 exactly those evaluations through the backend's own ``evaluate`` (one ``llama_decode``
-per batch), in the same order and at the same positions, with nothing of the loop
-around them. overhead = wall / floor.
+per batch), in the same order and at the same positions, the two models' work interleaved
+as in the run, with nothing of the loop around them. overhead = wall / floor.
 
 (Until 29 Nov 2026 the floor was timed per chunk size at one mid-sequence position, and
 decode as the best of 7 single tokens; comparing a minimum of single tokens with a sum
-over every real token put ``never`` at 1.20x. The replay compares like with like.)
+over every real token put ``never`` at 1.20x. The replay compares like with like. Its
+first version replayed all base work, then all oracle work, and came out 7-9% slower
+than the runs that consult; it now keeps the run's order across the two models.)
 
 The guided run and its replay alternate, and the minimum of each over the repeats is
 used, so a busy machine inflates both sides alike.
@@ -35,37 +37,41 @@ PROBLEM = ("Let $f(x) = 3x^2 - 5x + 2$. Find all real $x$ such that $f(f(x)) = 2
 
 
 class Recorder:
-    """Wraps a real backend and logs what llama.cpp evaluated in each call, in order:
-    (the full token sequence, where the batch read started, logits rows asked for, the
-    tokens then decoded one at a time)."""
+    """Wraps a real backend and logs what llama.cpp evaluated in each call to ``log``, a
+    list shared by both models so that it keeps the run's order: (the backend, the full
+    token sequence, where the batch read started, logits rows asked for, the tokens then
+    decoded one at a time)."""
 
-    def __init__(self, inner):
-        self.inner, self.calls = inner, []
+    def __init__(self, inner, log: list):
+        self.inner, self.calls = inner, log
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
     def generate(self, context, *args, **kw):
         chunk = self.inner.generate(context, *args, **kw)
-        self.calls.append((list(context), len(context) - chunk.prefill_tokens, None, list(chunk.tokens)))
+        self.calls.append((self.inner, list(context), len(context) - chunk.prefill_tokens, None, list(chunk.tokens)))
         return chunk
 
     def score(self, context, tokens, **kw):
         scores = self.inner.score(context, tokens, **kw)
         full = list(context) + list(tokens)
         start = len(full) - scores.prefill_tokens
-        self.calls.append((full, start, len(context) - 1 - start, []))
+        self.calls.append((self.inner, full, start, len(context) - 1 - start, []))
         return scores
 
 
-def replay_seconds(backend, calls) -> float:
+def replay_seconds(calls) -> float:
     """Seconds llama.cpp needs to redo exactly these evaluations: the same batch reads at
     the same positions (with the same logits rows for verify's scoring), then each decoded
-    token on its own, in the same order from a cold cache. Nothing else of ours runs: no
-    sampling, statistics, policy or bookkeeping, so wall / replay is what our loop adds."""
+    token on its own, in the same order across both models, from cold caches. Nothing else
+    of ours runs: no sampling, statistics, policy or bookkeeping, so wall / replay is what
+    our loop adds."""
     total = 0.0
-    backend.keep(0)
-    for full, start, logits_from, decoded in calls:
+    backends = {id(call[0]): call[0] for call in calls}.values()
+    for backend in backends:
+        backend.keep(0)
+    for backend, full, start, logits_from, decoded in calls:
         backend.keep(start)
         t = time.perf_counter()
         if start < len(full):
@@ -73,7 +79,8 @@ def replay_seconds(backend, calls) -> float:
         for tok in decoded:
             backend.evaluate([tok])
         total += time.perf_counter() - t
-    backend._logits_at = -1  # the cache now holds the replay, not the run
+    for backend in backends:
+        backend._logits_at = -1  # the cache now holds the replay, not the run
     return total
 
 
@@ -90,12 +97,13 @@ def run_policy(pair, prompt: str, name: str, args) -> dict:
                               **POLICY_CONFIGS[name])
     walls, floors = [], []
     for _ in range(args.repeats):
-        base, oracle = Recorder(pair.base), Recorder(pair.oracle)
+        log: list = []
+        base, oracle = Recorder(pair.base, log), Recorder(pair.oracle, log)
         for b in (pair.base, pair.oracle):  # cold caches: every run reads its prompt
             b.llm.n_tokens, b._logits_at = 0, -1
         trace = guided_generate(prompt, base, oracle, config)
         walls.append(trace.timings.generation_s)
-        floors.append(replay_seconds(pair.base, base.calls) + replay_seconds(pair.oracle, oracle.calls))
+        floors.append(replay_seconds(log))
     wall, floor = min(walls), min(floors)
     n = trace.total_tokens_generated
     return {"policy": name, "tokens": n, "oracle_tokens": trace.oracle_tokens, "consults": len(trace.cheat_positions),

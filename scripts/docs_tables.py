@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))  # this tree's package, not whichever one is installed
 
-from guided_inference.evaluation.report import (Summary, breakdown, compare, cost_row, is_graded, latest, pct,  # noqa: E402
-                                                summarize)
+from guided_inference.evaluation.report import (Summary, breakdown, compare, cost_row, is_graded, latest,  # noqa: E402
+                                                oracle_reads, pct, summarize)
 from guided_inference.evaluation.results import read_rows  # noqa: E402
 
 RESULTS = "results/math500-first100"
@@ -92,12 +92,12 @@ def policies(runs: dict[str, list[dict]]) -> str:
     rows = []
     for key, label in (("base", "base only"), *((p.key, p.label) for p in POLICY_RUNS if runs[p.key]),
                        ("oracle", "oracle only")):
-        s = summarize(pick(key), key)
-        cost = cost_row(label, pick(key))
+        s, cost = summarize(pick(key), key), cost_row(label, pick(key))
+        reads = oracle_reads([r for r in pick(key) if is_graded(r)])
         # The oracle's reads (prefill tokens) per problem: verify's check of every base step
         # costs reading, which the written share does not show.
         rows.append((label, cost[2], str(s.n), f"**{pct(s.accuracy)}**", ci(s), cost[3], share(s.oracle_share),
-                     cost[5], f"{int(cost[7]) / s.n:.0f}", cost[8], f"{s.generation_s / s.n:.0f} s"))
+                     cost[5], f"{reads / s.n:.0f}", cost[8], f"{s.generation_s / s.n:.0f} s"))
     out = table(("run (same problems)", "threshold", "n", "accuracy", "95% CI (Wilson)", "target share",
                  "realised share", "consults/problem", "oracle reads/problem", "rejected base tokens",
                  "time/problem"), rows)

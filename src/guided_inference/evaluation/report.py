@@ -197,6 +197,12 @@ def target_share(rows: list[dict]) -> float | None:
         return None
 
 
+def oracle_reads(rows: list[dict]) -> int:
+    """Tokens the oracle read (prefill) over these rows: with a token-exact handoff it reads
+    the base's text before each consult, so this is guidance's cost beside what it wrote."""
+    return sum(((r.get("timings") or {}).get("oracle") or {}).get("prefill_tokens", 0) for r in rows)
+
+
 def cost_row(label: str, rows: list[dict]) -> tuple[str, ...]:
     """What a run's consults cost: realised oracle share beside its target, and for verify the
     oracle's reads (prefill tokens) beside its writes and the base tokens it rejected."""
@@ -204,7 +210,7 @@ def cost_row(label: str, rows: list[dict]) -> tuple[str, ...]:
     s = summarize(graded, label)
     config = (graded[0].get("config") or {}) if graded else {}
     wrote = sum(r.get("oracle_tokens") or 0 for r in graded)
-    read = sum(((r.get("timings") or {}).get("oracle") or {}).get("prefill_tokens", 0) for r in graded)
+    read = oracle_reads(graded)
     target = target_share(graded)
     threshold = config.get("threshold")
     return (label, str(config.get("policy", "-")), "-" if threshold is None else f"{threshold:.4g}",
