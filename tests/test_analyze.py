@@ -185,7 +185,7 @@ def test_resume_after_a_kill_gives_the_uninterrupted_output(smol_results, tmp_pa
     proc = subprocess.run(analyze_cmd(smol_results, killed), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"{6 - done} analysed, {done} resumed" in proc.stdout
-    assert "removed a partial last line" in proc.stderr
+    assert "dropping a partial last line" in proc.stderr
     assert killed.read_text() == whole.read_text()  # same lines, same order, none twice
 
     rows = [json.loads(line) for line in whole.read_text().splitlines()]

@@ -139,7 +139,7 @@ def test_sigkill_twice_then_resume_equals_an_uninterrupted_run(reference, short_
     with open(out, "ab") as f:  # and a torn line, as if killed in the middle of a write
         f.write(b'{"unique_id": "test/half')
     proc = guided(*args)
-    assert "removed a partial last line" in proc.stderr
+    assert "dropping a partial last line" in proc.stderr
     assert any(f"{n} resumed" in proc.stdout for n in (3, 4))
     assert out.read_bytes().endswith(b"\n")
     assert summary(out) == summary(reference)  # same problems, order, verdicts; no duplicates

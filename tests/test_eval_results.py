@@ -24,13 +24,35 @@ ROW1, ROW2 = KEY | {"unique_id": "a"}, KEY | {"unique_id": "b"}
     ('{"unique_id": "c", "res\n', len('{"unique_id": "c", "res\n')),  # torn line that did get its newline
     ("[1, 2]\n", len("[1, 2]\n")),  # not an object
 ])
-def test_open_repairs_only_the_tail(tmp_path, tail, dropped):
+def test_open_sets_aside_only_the_tail_and_append_removes_it(tmp_path, tail, dropped):
     p = tmp_path / "r.jsonl"
     p.write_text(lines(ROW1, ROW2) + tail)
     with ResultsFile.open(p) as rf:
         assert [r["unique_id"] for _, r in rf.rows] == ["a", "b"]
         assert rf.dropped_bytes == dropped
-    assert p.read_text() == lines(ROW1, ROW2)
+    assert p.read_text() == lines(ROW1, ROW2) + tail  # nothing written, nothing removed
+    with ResultsFile.open(p) as rf:
+        rf.append(KEY | {"unique_id": "c"})
+        rf.append(KEY | {"unique_id": "d"})
+        assert rf.dropped_bytes == 0
+    assert p.read_text() == lines(ROW1, ROW2, KEY | {"unique_id": "c"}, KEY | {"unique_id": "d"})
+
+
+def test_a_run_refused_as_foreign_leaves_a_torn_tail_in_place(tmp_path):
+    p = tmp_path / "r.jsonl"
+    p.write_text(lines(ROW1) + '{"unique_id": "b", "res')
+    with ResultsFile.open(p) as rf, pytest.raises(ResultsError, match="config"):
+        check_same_run(rf, KEY | {"config": {"c": 6, "k": 10, "stop": []}})
+    assert p.read_text() == lines(ROW1) + '{"unique_id": "b", "res'  # byte for byte
+
+
+def test_rewrite_removes_the_tail_too(tmp_path):
+    p = tmp_path / "r.jsonl"
+    p.write_text(lines(ROW1, ROW2) + '{"unique')
+    with ResultsFile.open(p) as rf:
+        rf.rewrite([ROW2])
+        rf.append(ROW1)
+    assert p.read_text() == lines(ROW2, ROW1)
 
 
 def test_read_rows_ignores_a_partial_tail_without_touching_the_file(tmp_path):

@@ -169,7 +169,7 @@ def test_resume_skips_done_problems_and_repairs_a_torn_line(task, tmp_path, smol
     out.write_text("".join(full[:3]) + full[3][: len(full[3]) // 2])  # killed while writing line 4
     outcome, logs = run(task, smol, out)
     assert (outcome.ran, outcome.skipped) == (3, 3)
-    assert any("removed a partial last line" in m for m in logs)
+    assert any("dropping a partial last line" in m for m in logs)
     assert [r["unique_id"] for r in read_rows(out)] == list(QUESTIONS)
     assert verdicts(out) == reference
     outcome, _ = run(task, smol, out)  # nothing left to do

@@ -19,9 +19,10 @@ Per line of the results file, top to bottom:
      (provenance) to the output; fsynced per line (``evaluation/results.py``).
 
 Resume: output lines already present (same source line, same settings) are skipped, so a
-killed run continues where it stopped; a partial last line is repaired on open. Lines
-with an ``error`` are copied with an empty ``analysis_result``. Bad input (not a results
-file, no ``token_ids``, another base model) is refused before anything is written.
+killed run continues where it stopped; a partial last line is dropped before the first new
+line is written. Lines with an ``error`` are copied with an empty ``analysis_result``. Bad
+input (not a results file, no ``token_ids``, another base model) is refused before anything
+is written.
 """
 from __future__ import annotations
 
@@ -170,12 +171,12 @@ def run_analyze(settings: AnalyzeSettings, *, backend=None, log=None) -> Analyze
                            f"(base_sha256 {file_sha}); analyse with the model that wrote the file")
     head = provenance(backend, settings)
     with ResultsFile.open(settings.output_file) as rf:
-        if rf.dropped_bytes:
-            log(f"{rf.path}: removed a partial last line ({rf.dropped_bytes} bytes) left by an interrupted run")
         for line, old in rf.rows:
             if _settings_of(old) != head:
                 raise ResultsError(f"{rf.path}:{line} was made with other analysis settings ({_settings_of(old)}); "
                                    "use another --output_file, or the same settings to resume")
+        if rf.dropped_bytes:
+            log(f"{rf.path}: dropping a partial last line ({rf.dropped_bytes} bytes) left by an interrupted run")
         done = {_key(old): old for _, old in rf.rows}
         outcome = AnalyzeOutcome(rf.path)
         todo = [(i, row) for i, row in enumerate(rows, 1) if (i, row.get("unique_id")) not in done]

@@ -8,9 +8,11 @@ Contracts:
   - ``append`` writes the whole line (JSON + newline) with one ``os.write`` on an
     O_APPEND descriptor, then fsyncs, so the file holds every finished problem and
     at most a partial last line if the process dies mid-write.
-  - ``open`` drops such a partial tail (bytes after the last newline, or a last
-    line that is not valid JSON), keeping every complete line; an invalid line
-    anywhere else is a ``ResultsError`` naming the file and line.
+  - ``open`` sets aside such a partial tail (bytes after the last newline, or a last
+    line that is not valid JSON), keeping every complete line, and the first ``append``
+    or ``rewrite`` removes it: a run refused after ``open`` (another configuration)
+    leaves the file byte for byte as it was. An invalid line anywhere else is a
+    ``ResultsError`` naming the file and line.
   - ``open`` takes an exclusive ``flock``: a second run on the same file fails fast
     instead of interleaving lines. ``rewrite`` replaces the file atomically (temp
     file in the same directory, fsync, ``os.replace``) and relocks the new file.
@@ -71,7 +73,7 @@ class ResultsFile:
     path: Path
     fd: int
     rows: list[tuple[int, dict]] = field(default_factory=list)  # (line number, row)
-    dropped_bytes: int = 0  # partial tail removed on open
+    dropped_bytes: int = 0  # partial tail, removed by the first append or rewrite
 
     @classmethod
     def open(cls, path: str | Path) -> "ResultsFile":
@@ -81,13 +83,17 @@ class ResultsFile:
         data = b""
         while chunk := os.read(fd, 1 << 20):
             data += chunk
-        rows, valid = _parse_lines(path, data)
-        if valid < len(data):
-            os.ftruncate(fd, valid)
-            os.fsync(fd)
+        try:
+            rows, valid = _parse_lines(path, data)
+        except ResultsError:
+            os.close(fd)
+            raise
         return cls(path, fd, rows, len(data) - valid)
 
     def append(self, row: dict) -> None:
+        if self.dropped_bytes:  # the torn tail goes only once this run is known to write here
+            os.ftruncate(self.fd, os.fstat(self.fd).st_size - self.dropped_bytes)
+            self.dropped_bytes = 0
         line = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
         written = os.write(self.fd, line)
         while written < len(line):  # short writes are rare on regular files; finish the line
@@ -98,6 +104,7 @@ class ResultsFile:
     def rewrite(self, rows: list[dict]) -> None:
         """Replace the file's content with ``rows`` atomically; keep holding the lock."""
         write_atomic(self.path, rows)
+        self.dropped_bytes = 0
         os.close(self.fd)
         self.fd = _open_locked(self.path)
         self.rows = list(enumerate(rows, 1))

@@ -102,9 +102,9 @@ def run_eval(task: Task, problems: list[Problem], pair: Pair, config: Generation
     show = show or (lambda trace: trace.result)
     head = run_header(task, pair, config)
     with ResultsFile.open(settings.output_file) as rf:
-        if rf.dropped_bytes:
-            log(f"{rf.path}: removed a partial last line ({rf.dropped_bytes} bytes) left by an interrupted run")
         check_same_run(rf, head)
+        if rf.dropped_bytes:
+            log(f"{rf.path}: dropping a partial last line ({rf.dropped_bytes} bytes) left by an interrupted run")
         kept = [row for _, row in rf.rows if row.get("error") is None]
         outcome = EvalOutcome(rf.path, retried=len(rf.rows) - len(kept))
         if outcome.retried:
