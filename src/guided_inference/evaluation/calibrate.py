@@ -66,10 +66,10 @@ def divergence_rows(path: str, pair, verify: bool) -> list[dict]:
 
 def run_base_only(args, pair, base_file: Path) -> list[dict]:
     from ..config import GenerationConfig
-    from .cli import EVAL_MAX_NEW_TOKENS, _show
+    from .cli import EVAL_MAX_NEW_TOKENS, _show, with_prompt
     from .runner import EvalSettings, run_eval
 
-    task = get_task(args.dataset or "math")
+    task = with_prompt(get_task(args.dataset or "math"), args)
     if task.name == "math500":
         raise ConfigError("calibrate refuses --dataset math500: calibrate outside the evaluation set "
                           "(default: math, minus the MATH-500 problems)")
@@ -143,6 +143,9 @@ def register_calibrate(sub, *, add_model_flags, add_generation_flags, flag, gene
     flag(p, "num_samples", type=int, default=None, help=f"problems of the base-only run (default {CAL_NUM_SAMPLES})")
     flag(p, "offset", type=int, default=0, help="skip this many problems of the split first")
     flag(p, "base_file", default=None, help="where the base-only run goes (default <output_file>.base.jsonl)")
+    from .cli import add_prompt_flags
+
+    add_prompt_flags(p, flag)
     flag(p, "output_file", default=None, help="the calibration JSON to write")
     flag(p, "no_progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_calibrate, make_config=generation_config)

@@ -82,10 +82,25 @@ def _run_flags(p, flag) -> None:
     flag(p, "levels", default=None, help="comma-separated levels, e.g. 1,2,3")
     flag(p, "subjects", default=None, help="comma-separated subjects, e.g. algebra,number_theory")
     flag(p, "shard", default=None, help="i/n: the i-th of n disjoint shards (1-based)")
+    add_prompt_flags(p, flag)
     flag(p, "concurrency", type=int, default=1, help="problems in flight (HTTP backends only)")
     flag(p, "grade_timeout", type=float, default=10.0, help="grading seconds per problem; a timeout counts as wrong")
     flag(p, "verbose", action="store_true", help="print each coloured trace (oracle blue, base red)")
     flag(p, "no_progress", action="store_true", help="no progress bar")
+
+
+def add_prompt_flags(p, flag) -> None:
+    """--prompt_template and --system_prompt (eval, sweep, calibrate); recorded in every results line."""
+    flag(p, "prompt_template", default=None,
+         help="a text file for the user message, with {problem} where the problem goes (default: the "
+              "task's step-by-step \\boxed{} prompt); its hash becomes the recorded prompt_template")
+    flag(p, "system_prompt", default=None, help="a system message before the user message (default: the "
+         "chat template's own)")
+
+
+def with_prompt(task, args):
+    """The task with the --prompt_template / --system_prompt of ``args`` (one-line errors)."""
+    return task.with_prompt(getattr(args, "prompt_template", None), getattr(args, "system_prompt", None))
 
 
 def load_selection(args):
@@ -93,6 +108,7 @@ def load_selection(args):
     if args.data and args.dataset:
         raise ConfigError(f"give --dataset or --data, not both (got {args.dataset!r} and {args.data!r})")
     task = task_for_file(args.data) if args.data else get_task(args.dataset or "math500")
+    task = with_prompt(task, args)
     problems = task.load()
     selection = Selection(
         num_samples=args.num_samples, offset=args.offset,
@@ -151,7 +167,13 @@ def calibrate_first(args) -> None:
 
     c = args.c if args.c is not None else 5
     k = args.k if args.k is not None else 10
-    name = f"{args.policy}_c{c}_k{k}_share{args.target_share:g}_{Path(args.base_model).name}.json"
+    name = f"{args.policy}_c{c}_k{k}_share{args.target_share:g}_{Path(args.base_model).name}"
+    task = with_prompt(get_task("math"), args)
+    if task.template_id != get_task("math").template_id or task.system:  # another prompt: its own file
+        import hashlib
+
+        name += "_prompt" + hashlib.sha256(f"{task.template_id}|{task.system}".encode()).hexdigest()[:8]
+    name += ".json"
     path = Path("calibration") / name
     if not path.exists():
         cal = _argparse.Namespace(**vars(args))

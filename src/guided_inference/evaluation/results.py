@@ -31,7 +31,7 @@ from pathlib import Path
 from ..config import GuidedError
 
 # What must agree between a file's lines and the run appending to it.
-KEY_FIELDS = ("dataset", "prompt_template", "base_model_id", "oracle_model_id", "base_sha256", "oracle_sha256",
+KEY_FIELDS = ("dataset", "prompt_template", "system_prompt", "base_model_id", "oracle_model_id", "base_sha256", "oracle_sha256",
               "config", "seed_derivation")
 
 
@@ -163,7 +163,18 @@ def _mode_for(path: Path) -> int:
 
 
 def run_key(row: dict) -> dict:
-    return {k: row.get(k) for k in KEY_FIELDS}
+    """The fields that must agree. A config field a file predates counts as its default, so a
+    run resumes a file written before that field existed (and only with the default)."""
+    key = {k: row.get(k) for k in KEY_FIELDS}
+    if isinstance(key["config"], dict):
+        key["config"] = {**_config_defaults(), **key["config"]}
+    return key
+
+
+def _config_defaults() -> dict:
+    from ..config import GenerationConfig
+
+    return GenerationConfig().params()
 
 
 def first_difference(old: dict, new: dict, prefix: str = "") -> str | None:

@@ -59,7 +59,10 @@ def run_header(task: Task, pair: Pair, config: GenerationConfig) -> dict:
     """The fields every line of one run shares (provenance, config, dataset, template)."""
     head = {"c": config.c, "k": config.k, **config.params()}
     head.update(pair.provenance(config))
-    head.update(dataset=task.name, prompt_template=task.template_id, seed_derivation=SEED_DERIVATION)
+    head.update(dataset=task.name, prompt_template=task.template_id, system_prompt=task.system,
+                seed_derivation=SEED_DERIVATION)
+    if task.template_file:
+        head["prompt_template_file"] = task.template_file
     return json.loads(json.dumps(head))  # exactly what a line read back from the file holds
 
 
@@ -116,7 +119,7 @@ def run_eval(task: Task, problems: list[Problem], pair: Pair, config: Generation
         outcome.workers = worker_count(pair, settings.concurrency)
         if settings.concurrency > 1 and outcome.workers == 1:
             log(f"--concurrency {settings.concurrency} ignored: backend {pair.base.name!r} runs one problem at a time")
-        prompts = {p.unique_id: chat_prompt(pair.base, task.prompt(p)) for p in todo}
+        prompts = {p.unique_id: chat_prompt(pair.base, task.prompt(p), task.system) for p in todo}
         new = {}
         bar = _Progress(len(problems), [done[p.unique_id] for p in problems if p.unique_id in done], settings.progress)
         try:

@@ -20,6 +20,7 @@ Datasets: ``math500`` (MATH-500), ``math`` (full MATH test, 5,000), ``gsm8k`` (t
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -59,12 +60,35 @@ class Task:
     name: str  # recorded as ``dataset`` in every result row
     path: Path
     parse_row: RowParser
-    template: str = BOXED_COT
+    template: str = BOXED_COT  # str.format template with one field, {problem}
+    system: str | None = None  # system message put before the user message (--system_prompt)
+    template_file: str | None = None  # where a --prompt_template came from (recorded, not keyed)
 
     @property
     def template_id(self) -> str:
         digest = hashlib.sha256(self.template.encode("utf-8")).hexdigest()[:8]
         return f"boxed-cot@{digest}" if self.template == BOXED_COT else f"custom@{digest}"
+
+    def with_prompt(self, template_file: str | None = None, system: str | None = None) -> "Task":
+        """This task with the user message from ``template_file`` (text in which ``{problem}``
+        is replaced by the problem; no other brace is special, so ``\\boxed{}`` stays as
+        written) and/or a system message. DataError (one line) for a file that cannot be read
+        or lacks ``{problem}``, and for an empty system message."""
+        template, source = self.template, self.template_file
+        if template_file is not None:
+            try:
+                text = Path(template_file).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                raise DataError(f"cannot read prompt template {template_file}: {getattr(e, 'strerror', None) or e}") from None
+            if "{problem}" not in text:
+                raise DataError(f"prompt template {template_file} lacks {{problem}} (where the problem text goes)")
+            # Escape every brace, then restore the one field: format() then replaces only it.
+            template = text.replace("{", "{{").replace("}", "}}").replace("{{problem}}", "{problem}")
+            source = str(template_file)
+        if system is not None and not system.strip():
+            raise DataError(f"system_prompt must be non-empty text, got {system!r}")
+        return dataclasses.replace(self, template=template, template_file=source,
+                                   system=system if system is not None else self.system)
 
     def load(self) -> list[Problem]:
         problems, seen = [], {}
