@@ -275,7 +275,8 @@ def cmd_report(args) -> int:
     for s in summaries:  # a timeout is graded wrong: say how many of the wrong answers it accounts for
         if s.grade_timeouts:
             print(f"{s.label}: {s.grade_timeouts} grading timeout(s), counted as wrong")
-    print("\nconsult cost (oracle wrote = tokens in the result; oracle read = its prefill, catch-up and verify):")
+    print("\nconsult cost (oracle wrote = tokens in the result; oracle read = its prompt, catch-up and checks; "
+          "checked / unchecked = base tokens the oracle checked / written after the budget ran out; ? = not recorded):")
     print(format_costs(runs))
     if args.cost is not None:
         print_costs(runs, settings, given)

@@ -111,7 +111,8 @@ def cost_table(runs: list[tuple[str, list[dict]]], s: CostSettings, oracle: tupl
     beside the normalized cost; the footnote when a figure is derived from old timings."""
     lines = cost_lines(runs, s, oracle)
     all_rows = [r for _, rows in runs for r in rows if is_graded(r)]
-    header = ("run", "policy", "n", "accuracy", "95% CI", f"cost ({s.model}, oracle only = 1.00)",
+    header = ("run", "policy", "n", "accuracy", "95% CI",
+              f"cost ({s.model}, " + ("not normalized)" if oracle is None else "oracle only = 1.00)"),
               f"per problem ({UNITS[s.model]})", "note")
     body = []
     for line in lines:
