@@ -127,3 +127,24 @@ def test_html_page_has_the_cost_section():
             if cells}
     assert rows["verify"][5] == rows["speculative"][5] == "n/a" and rows["oracle"][5] == "1.00"
     assert '<section id="cost">' not in render_html(RUNS)  # no --cost, no section
+
+
+def test_sweep_prints_costs_and_writes_the_cost_plot(tmp_path):
+    """A real sweep (SmolLM2 as both models, 2 short problems): the cost table follows the sweep
+    table, normalized to the sweep's own oracle-only point, and the cost figure is written."""
+    data = tmp_path / "short.jsonl"
+    data.write_text("".join(json.dumps({"problem": q, "answer": a, "unique_id": f"s{i}"}) + "\n"
+                            for i, (q, a) in enumerate((("What is 2+3?", "5"), ("What is 7*6?", "42")))))
+    out_dir = tmp_path / "sweep"
+    proc = run_cli("sweep", "--base_model", "smollm2-135m", "--oracle_model", "smollm2-135m", "--data", str(data),
+                   "--c", "0,1", "--k", "3", "--max_new_tokens", "8", "--no_progress", "--out_dir", str(out_dir),
+                   "--cost", "tokens,compute", env={"GUIDED_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sections = {re.match(r"\w+", s).group(0): s for s in proc.stdout.split("cost model ")[1:]}
+    assert sorted(sections) == ["compute", "tokens"]
+    oracle = next(f.stem for f in out_dir.glob("*_always_*.jsonl"))
+    assert f"normalized to the oracle-only run {oracle} on the same problems (= 1.00)" in sections["compute"]
+    assert cells_of(sections["tokens"], oracle)[5] == "1.00"
+    base = next(f.stem for f in out_dir.glob("*_never_*.jsonl"))
+    assert cells_of(sections["tokens"], base)[5] == "0.00"
+    assert (out_dir / "sweep_cost.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
