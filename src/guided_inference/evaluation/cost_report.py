@@ -37,11 +37,12 @@ def is_oracle_only(rows: list[dict]) -> bool:
 def run_kind(rows: list[dict]) -> str:
     """"base" (base only), "oracle" (oracle only), "speculative", or "guided"."""
     first = rows[0] if rows else {}
-    if first.get("c") == 0 or policy_of(first) == "never":
+    policy = policy_of(first)
+    if policy == "speculative":  # its budget does not apply (unlimited checks), whatever c says
+        return "speculative"
+    if first.get("c") == 0 or policy == "never":
         return "base"
-    if is_oracle_only(rows):
-        return "oracle"
-    return "speculative" if policy_of(first) == "speculative" else "guided"
+    return "oracle" if is_oracle_only(rows) else "guided"
 
 
 def pick_oracle(runs: list[tuple[str, list[dict]]], given: tuple[str, list[dict]] | None = None):
@@ -169,8 +170,8 @@ def format_cost_ratio(a: CostLine, b: CostLine) -> str:
 
 def add_cost_flags(p, flag) -> None:
     """--cost and the cost models' parameters (costs.py), shared by report, compare and sweep."""
-    flag(p, "cost", default=None, help=f"comma list of {', '.join(COST_MODELS)}, or all: each run's cost under that "
-                                       "model beside accuracy, normalized to the oracle-only run (= 1.00)")
+    flag(p, "cost", default=None, help=f"comma list of {', '.join(COST_MODELS)}, or all (cpu only with --rates): each "
+                                       "run's cost under that model beside accuracy, normalized to the oracle-only run")
     flag(p, "oracle_run", default=None, help="the oracle-only results file to normalize to (policy always); default: "
                                              "a given file whose policy is always, else the figures are not normalized")
     flag(p, "rates", default=None, help="rates file of guided bench rates (needed by --cost cpu)")
@@ -199,6 +200,8 @@ def cost_settings(args, *, plot: bool = False) -> list:
         for name in names:
             if name not in COST_MODELS:
                 raise ConfigError(f"cost must be a comma list of {', '.join(COST_MODELS)} or all; got {name!r}")
+    if not args.gpu_bandwidth > 0:
+        raise ConfigError(f"gpu_bandwidth must be a number of GB/s > 0, got {args.gpu_bandwidth}")
     rates = load_rates(args.rates) if args.rates else None
     common = dict(params=parse_roles("params", args.params), rates=rates, rates_file=args.rates,
                   gpu_bandwidth=args.gpu_bandwidth * 1e9, gpu_batch=args.gpu_batch,
