@@ -215,7 +215,8 @@ def test_without_an_oracle_run_the_figures_are_not_normalized(tmp_path):
 
 def test_oracle_run_flag_normalizes_and_refuses_a_guided_run(tmp_path):
     guided, oracle = write(tmp_path / "guided.jsonl", GUIDED), write(tmp_path / "o.jsonl", ORACLE_ONLY)
-    proc = run_cli("compare", guided, guided, "--cost", "compute", "--params", "base=1e9,oracle=3e9", "--oracle_run", oracle)
+    proc = run_cli("compare", guided, guided, "--cost", "compute", "--params", "base=1e9,oracle=3e9",
+                   "--oracle_run", oracle)
     assert proc.returncode == 0, proc.stderr
     assert "normalized to the oracle-only run o on the same problems" in proc.stdout
     assert "compute: guided / guided cost: 1.00 on 2 shared problems" in proc.stdout

@@ -60,4 +60,5 @@ def test_bench_rates_cli_writes_a_file_the_cpu_model_reads(tmp_path):
 
 def test_bench_rates_refuses_bad_sizes():
     proc = run_cli("bench", "rates", "--sizes", "0,8")
-    assert proc.returncode == 2 and proc.stderr == "error: sizes must be a comma list of batch sizes from 1 to 4096, got '0,8'\n"
+    assert proc.returncode == 2
+    assert proc.stderr == "error: sizes must be a comma list of batch sizes from 1 to 4096, got '0,8'\n"

@@ -333,8 +333,8 @@ def cmd_compare(args) -> int:
     if settings:  # costs on the problems both runs graded, so the ratio compares like with like
         from .cost_report import cost_lines, format_cost_ratio, pick_oracle
 
-        ids = {r["unique_id"] for r in latest(ra) if is_graded(r)} & {r["unique_id"] for r in latest(rb) if is_graded(r)}
-        runs = [(la, [r for r in latest(ra) if r["unique_id"] in ids]), (lb, [r for r in latest(rb) if r["unique_id"] in ids])]
+        ids = set.intersection(*({r["unique_id"] for r in latest(rows) if is_graded(r)} for rows in (ra, rb)))
+        runs = [(label, [r for r in latest(rows) if r["unique_id"] in ids]) for label, rows in ((la, ra), (lb, rb))]
         print_costs(runs, settings, given)
         for s in settings:
             a, b = cost_lines(runs, s, pick_oracle(runs, given))

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 from ..config import ConfigError
 from ..tasks.selection import parse_str_list
-from .costs import COST_MODELS, GPU_BANDWIDTH, GPU_BATCH, NA, CostSettings, RunCost, describe, parse_roles, policy_of, run_cost
+from .costs import (COST_MODELS, GPU_BANDWIDTH, GPU_BATCH, NA, CostSettings, RunCost, describe, parse_roles, policy_of,
+                    run_cost)
 from .report import Summary, format_table, is_graded, latest, pct, summarize
 
 UNITS = {"tokens": "oracle share", "compute": "parameters x tokens", "cpu": "s", "gpu": "s (model)",
@@ -150,7 +151,8 @@ def cost_panels(runs: list[tuple[str, list[dict]]], settings: list[CostSettings]
     for s in settings:
         points = [(line.kind, line.label, line.ratio if oracle is not None else line.cost.value, line.summary)
                   for line in cost_lines(runs, s, oracle)]
-        xlabel = "cost, oracle only = 1.00" if oracle is not None else f"cost per problem ({UNITS[s.model]}), not normalized"
+        xlabel = ("cost, oracle only = 1.00" if oracle is not None
+                  else f"cost per problem ({UNITS[s.model]}), not normalized")
         panels.append((panel_title(s), xlabel, points))
     return panels
 
