@@ -7,6 +7,9 @@ Modules (data flows top to bottom):
   runner.py   problems -> guided_generate -> grade -> one JSON line each (resume, concurrency)
   results.py  the JSONL results file: atomic appends, tail repair, run-key checks, locking
   report.py   pure statistics over rows: Wilson CI, paired bootstrap, breakdowns, tables
+  costs.py    cost models (tokens, compute, cpu, gpu, api): a problem's cost from its counts
+  cost_report.py  costs normalized to the oracle-only run, beside accuracy; the --cost flags
+  rates.py    guided bench rates: seconds per token per batch size, for the cpu model
   plots.py    matplotlib figures as PNG bytes
   html.py     the self-contained HTML report
   sweep.py    the (k, c) grid, file names, the original tool's table

@@ -6,6 +6,8 @@
     guided report --html report.html out/*.jsonl
     guided compare out/base.jsonl out/c20k10.jsonl
     guided grade out/c20k10.jsonl              # re-grade in place
+    guided report --cost compute,api --plot cost.png out/*.jsonl   # cost beside accuracy (cost_report.py)
+    guided bench rates --base_model 0.5B --oracle_model 1.5B --output_file rates.json   # for --cost cpu
 
 ``register`` adds them to the main parser (``guided_inference/cli.py`` calls it).
 Flags accept --under_score and --dash-ed spellings; bad values raise GuidedError
@@ -27,7 +29,9 @@ EVAL_MAX_NEW_TOKENS = 1024  # long enough that MATH answers are rarely cut off (
 
 def register(sub, *, add_model_flags, add_generation_flags, flag, generation_config) -> None:
     from .calibrate import register_calibrate
+    from .rates import register_bench
 
+    register_bench(sub, flag=flag)
     register_calibrate(sub, add_model_flags=add_model_flags, add_generation_flags=add_generation_flags, flag=flag,
                        generation_config=generation_config)
     e = sub.add_parser("eval", help="evaluate a base/oracle pair on a dataset (resumable JSONL)")
@@ -47,7 +51,9 @@ def register(sub, *, add_model_flags, add_generation_flags, flag, generation_con
     flag(s, "k", default="5,10", help="comma-separated oracle tokens per consult (default 5,10)")
     flag(s, "out_dir", default=None, help="directory for one results file per point (default sweeps/<dataset>)")
     flag(s, "no_baselines", action="store_true", help="skip base-only (c=0) and oracle-only (policy always) runs")
-    flag(s, "plot", default=None, help="PNG path of accuracy vs oracle share (default <out_dir>/sweep.png)")
+    flag(s, "plot", default=None, help="PNG path of accuracy vs oracle share (default <out_dir>/sweep.png); "
+                                     "with --cost also <plot>_cost.png, accuracy against normalized cost")
+    add_cost_flags(s, flag)
     s.set_defaults(func=cmd_sweep, make_config=generation_config)
 
     r = sub.add_parser("report", help="accuracy table (and --html page) for result files")
@@ -56,6 +62,9 @@ def register(sub, *, add_model_flags, add_generation_flags, flag, generation_con
     flag(r, "by", default=None, help="breakdowns: comma list of level,subject or none (default: both for one file)")
     flag(r, "merge", action="store_true", help="pool all files into one run (e.g. shards)")
     flag(r, "analysis_file", default=None, help="with --html: add the statistics and plots of a guided analyze file")
+    flag(r, "plot", default=None, help="PNG of accuracy against normalized cost, one panel per cost model of --cost "
+                                       "(default: tokens, compute, gpu, api, and cpu with --rates)")
+    add_cost_flags(r, flag)
     r.set_defaults(func=cmd_report)
 
     c = sub.add_parser("compare", help="paired comparison of two result files on their shared problems")
@@ -63,12 +72,19 @@ def register(sub, *, add_model_flags, add_generation_flags, flag, generation_con
     c.add_argument("b", help="results JSONL file of run B (the difference is B - A)")
     flag(c, "n_boot", type=int, default=10_000, help="bootstrap resamples (default 10000)")
     flag(c, "seed", type=int, default=0, help="bootstrap seed (default 0)")
+    add_cost_flags(c, flag)
     c.set_defaults(func=cmd_compare)
 
     g = sub.add_parser("grade", help="re-grade result files in place (atomic)")
     g.add_argument("files", nargs="+", help="results JSONL files, rewritten in place")
     flag(g, "grade_timeout", type=float, default=10.0, help="seconds per problem; a timeout counts as wrong")
     g.set_defaults(func=cmd_grade)
+
+
+def add_cost_flags(p, flag) -> None:
+    from .cost_report import add_cost_flags as add
+
+    add(p, flag)
 
 
 def _run_flags(p, flag) -> None:
@@ -206,6 +222,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_sweep(args) -> int:
+    from .cost_report import cost_settings, oracle_run, print_costs
     from .plots import accuracy_vs_share
     from .report import latest, summarize
     from .runner import run_eval
@@ -213,12 +230,14 @@ def cmd_sweep(args) -> int:
 
     cs = parse_int_list("c", args.c, minimum=0)
     ks = parse_int_list("k", args.k, minimum=1)
+    settings = cost_settings(args)
+    given = oracle_run(args, _read)
     task, problems, defaults, selection = load_selection(args)
     _apply_defaults(args, defaults)
     base_config = _config_at(args, c=None, k=ks[0], policy=args.policy)  # validates the shared flags early
     out_dir = Path(args.out_dir or Path("sweeps") / task.name.replace(":", "-"))
     pair = _load_pair(args, base_config)
-    results = []
+    results, runs = [], []
     for point in sweep_points(cs, ks, args.policy or base_config.policy, baselines=not args.no_baselines):
         config = _config_at(args, c=point.c, k=point.k, policy=point.policy)
         path = out_dir / run_name(task.name, args.base_model, args.oracle_model, point.policy, config.c, config.k,
@@ -226,12 +245,21 @@ def cmd_sweep(args) -> int:
         print(f"== {point.kind}: policy {point.policy}, c {config.c}, k {config.k} -> {path}", file=sys.stderr)
         outcome = run_eval(task, problems, pair, config, _settings(args, path), show=_show)
         results.append((point, summarize(latest(outcome.rows), path.stem)))
+        runs.append((path.stem, latest(outcome.rows)))
     print(sweep_table(results))
+    print_costs(runs, settings, given)
     plot = Path(args.plot) if args.plot else out_dir / "sweep.png"
     plot.parent.mkdir(parents=True, exist_ok=True)
     title = f"{task.name}, {args.base_model} + {args.oracle_model}, n={len(problems)}"
     plot.write_bytes(accuracy_vs_share([(p.kind, s, f"k{p.k} c{p.c}") for p, s in results], title=title))
     print(f"plot: {plot}")
+    if settings:
+        from .cost_report import cost_panels, pick_oracle
+        from .plots import accuracy_vs_cost
+
+        cost_plot = plot.with_name(plot.stem + "_cost.png")
+        cost_plot.write_bytes(accuracy_vs_cost(cost_panels(runs, settings, pick_oracle(runs, given)), title=title))
+        print(f"cost plot: {cost_plot}")
     return 0
 
 
@@ -248,6 +276,7 @@ def _read(files: list[str]) -> list[tuple[str, list[dict]]]:
 
 
 def cmd_report(args) -> int:
+    from .cost_report import cost_settings, oracle_run, print_costs
     from .report import format_breakdown, format_costs, format_table, latest, summarize
 
     keys = None  # default: both breakdowns for one file, none for several
@@ -257,6 +286,8 @@ def cmd_report(args) -> int:
             if key not in ("level", "subject"):
                 raise ConfigError(f"by must be a comma list of level, subject, or none; got {key!r}")
     analysis = _analysis(args)
+    settings = cost_settings(args, plot=bool(args.plot))
+    given = oracle_run(args, _read)
     runs = _read(args.files)
     if args.merge:
         runs = [("+".join(label for label, _ in runs), [r for _, rows in runs for r in rows])]
@@ -266,18 +297,32 @@ def cmd_report(args) -> int:
     for s in summaries:  # a timeout is graded wrong: say how many of the wrong answers it accounts for
         if s.grade_timeouts:
             print(f"{s.label}: {s.grade_timeouts} grading timeout(s), counted as wrong")
-    print("\nconsult cost (oracle wrote = tokens in the result; oracle read = its prefill, catch-up and verify):")
+    print("\nconsult cost (oracle wrote = tokens in the result; oracle read = its prompt, catch-up and checks; "
+          "checked / unchecked = base tokens the oracle checked / written after the budget ran out; ? = not recorded):")
     print(format_costs(runs))
+    if args.cost is not None:
+        print_costs(runs, settings, given)
     if keys is None:
         keys = ["level", "subject"] if len(runs) == 1 else []
     for key in keys:
         for label, rows in runs:
             if any(r.get(key) is not None for r in rows):
                 print(f"\n{label} by {key}:\n{format_breakdown(rows, key)}")
+    costs = None
+    if settings:
+        from .cost_report import pick_oracle
+
+        costs = (settings if args.cost is not None else [], pick_oracle(runs, given))
+    if args.plot:
+        from .cost_report import cost_panels
+        from .plots import accuracy_vs_cost
+
+        Path(args.plot).write_bytes(accuracy_vs_cost(cost_panels(runs, settings, costs[1])))
+        print(f"plot: {args.plot}")
     if args.html:
         from .html import render_html
 
-        Path(args.html).write_text(render_html(runs, analysis=analysis), encoding="utf-8")
+        Path(args.html).write_text(render_html(runs, analysis=analysis, costs=costs), encoding="utf-8")
         print(f"html: {args.html}")
     return 0
 
@@ -295,15 +340,27 @@ def _analysis(args) -> tuple[str, list[dict]] | None:
 
 
 def cmd_compare(args) -> int:
-    from .report import compare, format_comparison
+    from .cost_report import cost_settings, oracle_run, print_costs
+    from .report import compare, format_comparison, is_graded, latest
 
-    (la, ra), (lb, rb) = _read([args.a, args.b])
     if args.n_boot < 100:
         raise ConfigError(f"n_boot must be an integer >= 100, got {args.n_boot}")
+    settings = cost_settings(args)
+    given = oracle_run(args, _read)
+    (la, ra), (lb, rb) = _read([args.a, args.b])
     result = compare(ra, rb, n_boot=args.n_boot, seed=args.seed)
     if result.shared == 0:
         raise GuidedError(f"{args.a} and {args.b} share no graded problems (same dataset and selection?)")
     print(format_comparison(result, la, lb))
+    if settings:  # costs on the problems both runs graded, so the ratio compares like with like
+        from .cost_report import cost_lines, format_cost_ratio, pick_oracle
+
+        ids = set.intersection(*({r["unique_id"] for r in latest(rows) if is_graded(r)} for rows in (ra, rb)))
+        runs = [(label, [r for r in latest(rows) if r["unique_id"] in ids]) for label, rows in ((la, ra), (lb, rb))]
+        print_costs(runs, settings, given)
+        for s in settings:
+            a, b = cost_lines(runs, s, pick_oracle(runs, given))
+            print(f"{s.model}: {format_cost_ratio(a, b)}")
     return 0
 
 

@@ -9,7 +9,10 @@ class ``seg oracle`` / ``seg base``) with a marker (class ``consult``) where eac
 consult began; a marker's ``title`` (hover) lists that step's statistics when the row
 has ``consult_stats``. A checkbox (or the URL fragment ``#wrong``) hides everything but
 wrong answers. Given an analysis file (``guided report --html ... --analysis_file F``), a
-section ``#analysis`` shows its summary table and plots (``analysis/plots.py``).
+section ``#analysis`` shows its summary table and plots (``analysis/plots.py``). Given cost
+models (``guided report --html ... --cost compute,api``), a section ``#cost`` shows one table
+per model (its header line naming the model and its parameters first) and the figure of
+accuracy against normalized cost, one panel per model (``cost_report.py``).
 """
 from __future__ import annotations
 
@@ -136,10 +139,24 @@ def analysis_html(label: str, rows: list[dict]) -> str:
             f"{_table(head, body)}{figures}</section>")
 
 
+def cost_html(runs: list[tuple[str, list[dict]]], settings: list, oracle) -> str:
+    """The section for the cost models: per model its header lines and table, then the figure."""
+    from .cost_report import cost_panels, cost_table
+
+    parts = ['<section id="cost"><h2>Cost</h2>']
+    for s in settings:
+        above, header, body, below = cost_table(runs, s, oracle)
+        parts.append(f"<h3>{e(s.model)}</h3>" + "".join(f'<p class="meta">{e(line)}</p>' for line in above)
+                     + _table(header, body) + "".join(f'<p class="meta">{e(line)}</p>' for line in below))
+    parts.append(_img(plots.accuracy_vs_cost(cost_panels(runs, settings, oracle)), "accuracy against normalized cost"))
+    return "".join(parts) + "</section>"
+
+
 def render_html(runs: list[tuple[str, list[dict]]], *, title: str = "guided-inference report",
-                analysis: tuple[str, list[dict]] | None = None) -> str:
+                analysis: tuple[str, list[dict]] | None = None, costs: tuple[list, object] | None = None) -> str:
     """The whole page for ``runs`` = [(label, rows)], rows as read from a results file;
-    ``analysis`` = (label, rows of a ``guided analyze`` output) adds its statistics and plots."""
+    ``analysis`` = (label, rows of a ``guided analyze`` output) adds its statistics and plots;
+    ``costs`` = (CostSettings list, oracle-only (label, rows) or None) adds the cost section."""
     runs = [(label, latest(rows)) for label, rows in runs]
     summaries = [summarize(rows, label) for label, rows in runs]
     parts = [f"<h1>{e(title)}</h1>", f'<p class="meta">generated {e(time.strftime("%Y-%m-%d %H:%M:%S"))}; '
@@ -157,6 +174,8 @@ def render_html(runs: list[tuple[str, list[dict]]], *, title: str = "guided-infe
     parts.append(_img(plots.accuracy_vs_share([(point_kind(rows), s, s.label) for (_, rows), s in zip(runs, summaries)]),
                       "accuracy vs oracle share"))
     parts.append(_img(plots.level_bars(dict(runs)), "accuracy per level"))
+    if costs is not None and costs[0]:
+        parts.append(cost_html(runs, *costs))
     if analysis is not None:
         parts.append(analysis_html(*analysis))
     parts.append('<h2>Problems</h2><p><label><input type="checkbox" id="only-wrong"> wrong answers only</label> '

@@ -3,6 +3,7 @@
     png = accuracy_vs_share(points)          # the sweep figure
     png = accuracy_bars(summaries)           # one bar per run, Wilson 95% CI
     png = level_bars(rows_by_label)          # accuracy per MATH level, one series per run
+    png = accuracy_vs_cost(panels)           # accuracy against normalized cost, one panel per cost model
 
 Every function takes Summaries (``report.py``) and returns ``bytes``; nothing is
 written to disk here.
@@ -14,6 +15,7 @@ import io
 from .report import Summary, breakdown
 
 ORACLE_BLUE, BASE_RED = "#1f5fbf", "#c0392b"  # the trace colours (oracle blue, base red)
+SPECULATIVE_GREEN = "#2e8b57"
 
 
 def _figure(width: float = 6.4, height: float = 4.0):
@@ -98,4 +100,81 @@ def level_bars(rows_by_label: dict[str, list[dict]]) -> bytes | None:
     ax.set_ylim(0, 100)
     ax.legend(fontsize=7)
     ax.grid(axis="y", alpha=0.3)
+    return _png(plt, fig)
+
+
+# kind -> (colour, marker, legend name) of a point on the cost panels
+COST_STYLE = {"base": (BASE_RED, "s", "base only"), "oracle": (ORACLE_BLUE, "D", "oracle only"),
+              "speculative": (SPECULATIVE_GREEN, "*", "speculative (lossless)"), "guided": ("#555555", "o", "guided")}
+
+
+def cost_figure(panels: list[tuple[str, str, list[tuple[str, str, float | None, Summary]]]], title: str = ""):
+    """(plt, fig): one panel per cost model. ``panels``: (title, x label, points), a point being
+    (kind, label, x, summary) with kind as in ``COST_STYLE``; x None or "n/a" (unknown, or the
+    policy cannot run there) is listed under the panel instead of drawn. Accuracy with its Wilson
+    95% CI; the straight line joins base only and oracle only (what mixing the two by chance buys)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    n = max(1, len(panels))
+    cols = min(n, 3)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 4.0 * rows), dpi=100, squeeze=False)
+    for extra in axes.flat[len(panels):]:
+        fig.delaxes(extra)
+    short = _short_labels([label for _, _, points in panels for _, label, _, _ in points])
+    for ax, (panel_title, xlabel, points) in zip(axes.flat, panels):
+        drawn, missing, labelled = [], [], set()
+        for kind, label, x, s in points:
+            label = short.get(label, label)
+            if not isinstance(x, (int, float)):
+                missing.append(f"{label}: {'n/a' if x == 'n/a' else '?'}")
+                continue
+            color, marker, name = COST_STYLE[kind]
+            lo, hi = _errbar(s)
+            ax.errorbar(x, 100 * s.accuracy, yerr=[[lo], [hi]], fmt=marker, color=color, capsize=3,
+                        markersize=10 if kind == "speculative" else 6, label=None if kind in labelled else name)
+            labelled.add(kind)
+            drawn.append((kind, x, s))
+            if kind in ("guided", "speculative"):
+                ax.annotate(label, (x, 100 * s.accuracy), textcoords="offset points", xytext=(5, 4),
+                            fontsize=7).set_in_layout(False)
+        ends = {kind: (x, s) for kind, x, s in drawn if kind in ("base", "oracle")}
+        if len(ends) == 2:
+            (xb, sb), (xo, so) = ends["base"], ends["oracle"]
+            ax.plot([xb, xo], [100 * sb.accuracy, 100 * so.accuracy], color="#888888", linestyle="--",
+                    linewidth=0.9, label="base-oracle line")
+        if missing:
+            ax.text(0.98, 0.02, "not drawn:\n" + "\n".join(missing), transform=ax.transAxes, fontsize=6,
+                    ha="right", va="bottom").set_in_layout(False)
+        ax.set_title(panel_title, fontsize=8)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_ylabel("accuracy (%), 95% Wilson CI", fontsize=8)
+        ax.set_ylim(-3, 103)
+        ax.set_xlim(0, 1.3 * max([1.0] + [x for _, x, _ in drawn]))
+        ax.grid(alpha=0.3)
+        if drawn:
+            ax.legend(loc="upper left", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return plt, fig
+
+
+def _short_labels(labels: list[str]) -> dict[str, str]:
+    """Labels without the prefix they all share up to an underscore (math500_0.5B_1.5B_...)."""
+    if len(set(labels)) < 2:
+        return {}
+    prefix = labels[0]
+    for label in labels[1:]:
+        while not label.startswith(prefix):
+            prefix = prefix[:-1]
+    cut = prefix.rfind("_") + 1
+    return {label: label[cut:] or label for label in labels}
+
+
+def accuracy_vs_cost(panels, title: str = "") -> bytes:
+    """``cost_figure`` as PNG bytes."""
+    plt, fig = cost_figure(panels, title)
     return _png(plt, fig)

@@ -183,7 +183,7 @@ def format_comparison(c: Comparison, label_a: str = "A", label_b: str = "B") -> 
 
 
 COST_HEADER = ("run", "policy", "threshold", "target share", "realised share", "consults/problem",
-               "oracle wrote", "oracle read", "rejected")
+               "oracle wrote", "oracle read", "rejected", "checked", "unchecked")
 
 
 def target_share(rows: list[dict]) -> float | None:
@@ -198,14 +198,31 @@ def target_share(rows: list[dict]) -> float | None:
 
 
 def oracle_reads(rows: list[dict]) -> int:
-    """Tokens the oracle read (prefill) over these rows: with a token-exact handoff it reads
-    the base's text before each consult, so this is guidance's cost beside what it wrote."""
-    return sum(((r.get("timings") or {}).get("oracle") or {}).get("prefill_tokens", 0) for r in rows)
+    """Tokens the oracle read over these rows: with a token-exact handoff it reads the base's
+    text before each consult, so this is guidance's cost beside what it wrote. From a row's cost
+    record (prompt + catch-up + check) when it has one, else from its timings (prefill tokens)."""
+    total = 0
+    for r in rows:
+        record = ((r.get("cost") or {}).get("oracle") or {}) if isinstance(r.get("cost"), dict) else {}
+        parts = [record.get(k) for k in ("read_prompt", "read_catchup", "read_check")]
+        if record and None not in parts:
+            total += sum(parts)
+        else:
+            total += ((r.get("timings") or {}).get("oracle") or {}).get("prefill_tokens", 0)
+    return total
+
+
+def summed(rows: list[dict], key: str) -> str:
+    """The sum of a per-row count, or "?" when a row does not record it (older files)."""
+    values = [r.get(key) for r in rows]
+    return "?" if not rows or any(v is None for v in values) else str(sum(values))
 
 
 def cost_row(label: str, rows: list[dict]) -> tuple[str, ...]:
     """What a run's consults cost: realised oracle share beside its target, and for verify the
-    oracle's reads (prefill tokens) beside its writes and the base tokens it rejected."""
+    oracle's reads beside its writes, the base tokens it rejected, the base tokens it checked and
+    those written unchecked after the budget ran out ("?" where the file does not record them).
+    For costs in a unit someone pays, see cost_report.py (``--cost``)."""
     graded = [r for r in rows if is_graded(r)]
     s = summarize(graded, label)
     config = (graded[0].get("config") or {}) if graded else {}
@@ -216,7 +233,8 @@ def cost_row(label: str, rows: list[dict]) -> tuple[str, ...]:
     return (label, str(config.get("policy", "-")), "-" if threshold is None else f"{threshold:.4g}",
             "-" if target is None else pct(target), pct(s.oracle_share),
             f"{sum(len(r.get('cheat_positions') or []) for r in graded) / len(graded):.1f}" if graded else "-",
-            str(wrote), str(read), str(sum(r.get("rejected_tokens") or 0 for r in graded)))
+            str(wrote), str(read), str(sum(r.get("rejected_tokens") or 0 for r in graded)),
+            summed(graded, "checked_tokens"), summed(graded, "unchecked_tokens"))
 
 
 def format_costs(runs: list[tuple[str, list[dict]]]) -> str:

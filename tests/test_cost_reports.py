@@ -1,0 +1,150 @@
+"""Cost reports on the committed results files (made before the cost record), the accuracy-vs-cost
+figure, and the HTML cost section."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from guided_inference.evaluation.cost_report import cost_panels, pick_oracle
+from guided_inference.evaluation.costs import CostSettings
+from guided_inference.evaluation.html import render_html
+from guided_inference.evaluation.plots import cost_figure
+from guided_inference.evaluation.report import wilson
+from test_costs import BASE_ONLY, GUIDED, ORACLE_ONLY, PARAMS, RATES, VERIFY, cells_of, write
+
+RESULTS = Path(__file__).resolve().parent.parent / "results" / "math500-first100"
+OLD = {"never": "never_c0_k10", "random": "random_p0.1_c20_k10", "verify": "verify_share0.1_c20_k10",
+       "always": "always_c103_k10"}
+QWEN = {"base": 0.49e9, "oracle": 1.54e9}  # published parameter counts of the pair
+
+
+@pytest.fixture(scope="module")
+def old_files(tmp_path_factory):
+    """The first 3 lines of four committed files (no cost record), copied."""
+    d = tmp_path_factory.mktemp("old")
+    out = {}
+    for key, name in OLD.items():
+        lines = (RESULTS / f"math500_0.5B_1.5B_{name}.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)[:3]
+        assert all("cost" not in json.loads(line) for line in lines)
+        (d / f"{key}.jsonl").write_text("".join(lines), encoding="utf-8")
+        out[key] = [json.loads(line) for line in lines]
+    return d, out
+
+
+def test_an_old_file_reports_with_unknowns_shown(old_files):
+    d, rows = old_files
+    proc = run_cli("report", "--cost", "all", *(str(d / f"{k}.jsonl") for k in OLD))
+    assert proc.returncode == 0, proc.stderr
+    sections = {re.match(r"\w+", s).group(0): s for s in proc.stdout.split("cost model ")[1:]}
+    assert sorted(sections) == ["api", "compute", "gpu", "tokens"]  # cpu only with --rates
+    # the consult table: checked / unchecked base tokens are not in these files
+    consult = proc.stdout.split("consult cost")[1].split("cost model")[0]
+    assert cells_of(consult, "verify")[-2:] == ["?", "?"]
+    # compute, derived from the timings: parameters x (prefill + decode tokens), by hand
+    def compute(key):
+        return sum(QWEN[m] * (r["timings"][m]["prefill_tokens"] + r["timings"][m]["decode_tokens"])
+                   for r in rows[key] for m in QWEN)
+    for key in OLD:
+        assert cells_of(sections["compute"], key)[5] == f"{compute(key) / compute('always'):.2f}*"
+    assert cells_of(sections["compute"], "always")[5] == "1.00*"
+    assert "* derived from the timings record" in sections["compute"]
+    # gpu needs the batch sizes: unknown for every run, never 0
+    for key in OLD:
+        assert cells_of(sections["gpu"], key)[5:] == ["?", "?", "no cost record (batch sizes not recorded)"]
+    # api: verify cannot run on such an API; a guided run's contexts are not recorded; one model alone is
+    # one request (prompt in at 1x, answer out at 4x; prices proportional to parameters)
+    assert cells_of(sections["api"], "verify")[5] == "n/a"
+    assert cells_of(sections["api"], "random")[5] == "?"
+    def api(key):
+        return sum(QWEN[m] * (r["timings"][m]["prefill_tokens"] + 4 * r["timings"][m]["decode_tokens"])
+                   for r in rows[key] for m in QWEN)
+    assert cells_of(sections["api"], "never")[5] == f"{api('never') / api('always'):.2f}*"
+    # tokens: the written share, the same as the report's oracle column
+    share = sum(r["oracle_tokens"] for r in rows["verify"]) / sum(r["total_tokens_generated"] for r in rows["verify"])
+    assert cells_of(sections["tokens"], "verify")[5] == f"{share:.2f}"
+
+
+def test_the_committed_files_reproduce_the_issue_compute_figures():
+    """Issue 18 quotes compute costs derived from the timings: verify 1.48, base only 0.32 (on the
+    problems then common); on all 100 the same computation gives 1.46 and 0.30."""
+    files = [str(RESULTS / f"math500_0.5B_1.5B_{OLD[k]}.jsonl") for k in ("never", "verify", "always")]
+    proc = run_cli("report", "--cost", "compute", "--by", "none", *files)
+    section = proc.stdout.split("cost model ")[1]
+    assert [cells_of(section, f"math500_0.5B_1.5B_{OLD[k]}")[5] for k in ("never", "verify", "always")] == \
+        ["0.30*", "1.46*", "1.00*"]
+
+
+SPECULATIVE = [dict(r, policy="speculative", config={"policy": "speculative"}) for r in GUIDED]
+RUNS = [("base", BASE_ONLY), ("guided", GUIDED), ("verify", VERIFY), ("speculative", SPECULATIVE),
+        ("oracle", ORACLE_ONLY)]
+MODELS = ("tokens", "compute", "cpu", "gpu", "api")
+
+
+def test_the_cost_figure_has_one_panel_per_model_and_every_run():
+    settings = [CostSettings(m, params=PARAMS, rates=RATES, rates_file="r.json") for m in MODELS]
+    plt, fig = cost_figure(cost_panels(RUNS, settings, pick_oracle(RUNS)))
+    try:
+        axes = fig.get_axes()
+        assert [ax.get_title().split(":")[0].split(" ")[0] for ax in axes] == list(MODELS)
+        for ax, model in zip(axes, MODELS):
+            drawn = 3 if model == "api" else 5  # api: verify and speculative are n/a, listed instead
+            assert len(ax.containers) == drawn, model  # one error bar per run drawn
+            assert any(line.get_label() == "base-oracle line" for line in ax.get_lines())
+            notes = [t.get_text() for t in ax.texts if t.get_text().startswith("not drawn")]
+            assert notes == (["not drawn:\nverify: n/a\nspeculative: n/a"] if model == "api" else [])
+            # each bar is the Wilson 95% interval of the run's accuracy
+            oracle_bar = next(c for c in ax.containers if c.get_label() == "oracle only")
+            (segment,) = oracle_bar.lines[2][0].get_segments()
+            assert [y / 100 for _, y in segment] == pytest.approx(list(wilson(2, 2)))
+        speculative = next(c for c in axes[1].containers if c.get_label() == "speculative (lossless)")
+        assert speculative.lines[0].get_marker() == "*"
+    finally:
+        plt.close(fig)
+
+
+def test_report_plot_writes_a_png(tmp_path):
+    files = [write(tmp_path / f"{label}.jsonl", rows) for label, rows in RUNS]
+    out = tmp_path / "cost.png"
+    proc = run_cli("report", "--plot", str(out), "--params", "base=1e9,oracle=3e9", *files)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"plot: {out}" in proc.stdout
+    assert "cost model" not in proc.stdout  # --plot alone draws, --cost prints
+
+
+def test_html_page_has_the_cost_section():
+    settings = [CostSettings(m, params=PARAMS) for m in ("compute", "api")]
+    page = render_html(RUNS, costs=(settings, pick_oracle(RUNS)))
+    section = page.split('<section id="cost">')[1].split("</section>")[0]
+    assert section.count("<table>") == 2 and section.count('<img alt="accuracy against normalized cost"') == 1
+    assert "cost model compute: parameters x (tokens read + tokens written)" in section
+    assert "normalized to the oracle-only run oracle on the same problems (= 1.00)" in section
+    api = section.split("<h3>api</h3>")[1]
+    rows = {cells[0]: cells for cells in (re.findall(r"<td>(.*?)</td>", tr) for tr in re.findall(r"<tr>(.*?)</tr>", api))
+            if cells}
+    assert rows["verify"][5] == rows["speculative"][5] == "n/a" and rows["oracle"][5] == "1.00"
+    assert '<section id="cost">' not in render_html(RUNS)  # no --cost, no section
+
+
+def test_sweep_prints_costs_and_writes_the_cost_plot(tmp_path):
+    """A real sweep (SmolLM2 as both models, 2 short problems): the cost table follows the sweep
+    table, normalized to the sweep's own oracle-only point, and the cost figure is written."""
+    data = tmp_path / "short.jsonl"
+    data.write_text("".join(json.dumps({"problem": q, "answer": a, "unique_id": f"s{i}"}) + "\n"
+                            for i, (q, a) in enumerate((("What is 2+3?", "5"), ("What is 7*6?", "42")))))
+    out_dir = tmp_path / "sweep"
+    proc = run_cli("sweep", "--base_model", "smollm2-135m", "--oracle_model", "smollm2-135m", "--data", str(data),
+                   "--c", "0,1", "--k", "3", "--max_new_tokens", "8", "--no_progress", "--out_dir", str(out_dir),
+                   "--cost", "tokens,compute", env={"GUIDED_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sections = {re.match(r"\w+", s).group(0): s for s in proc.stdout.split("cost model ")[1:]}
+    assert sorted(sections) == ["compute", "tokens"]
+    oracle = next(f.stem for f in out_dir.glob("*_always_*.jsonl"))
+    assert f"normalized to the oracle-only run {oracle} on the same problems (= 1.00)" in sections["compute"]
+    assert cells_of(sections["tokens"], oracle)[5] == "1.00"
+    base = next(f.stem for f in out_dir.glob("*_never_*.jsonl"))
+    assert cells_of(sections["tokens"], base)[5] == "0.00"
+    assert (out_dir / "sweep_cost.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
