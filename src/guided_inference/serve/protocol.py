@@ -86,7 +86,7 @@ def parse_request(kind: str, body, guided_fields: frozenset[str], *, query_trace
     else:
         out["messages"] = _messages(body.get("messages"))
     for name, value in body.items():
-        if name in ("model", "prompt", "messages") or name in IGNORED:
+        if name in ("model", "prompt" if kind == COMPLETION else "messages") or name in IGNORED:
             continue
         if name == "stream":
             out["stream"] = _typed(body, name, bool)
