@@ -20,7 +20,7 @@ class GuidedServe(_Server):
     ready_path = "/health"
 
     def __init__(self, base: str, oracle: str, *flags: str, **kw):
-        super().__init__(base, **kw)
+        super().__init__(SMOL, **kw)  # _Server resolves a model file; the command names the real pair
         self.base, self.oracle, self.flags = base, oracle, flags
 
     def command(self) -> list[str]:
