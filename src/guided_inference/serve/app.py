@@ -84,6 +84,8 @@ def create_app(service: GuidedService, *, log_prompts: bool = False) -> FastAPI:
         except P.RequestError as e:
             return _finish(record, t0, _error(e.status, str(e), param=e.param,
                                               kind="not_found_error" if e.status == 404 else "invalid_request_error"))
+        except BackendError as e:  # a model server that cannot tokenize the prompt (down, refusing)
+            return _finish(record, t0, _error(502, f"backend error: {e}", kind="backend_error"))
         except QueueFull as e:
             return _finish(record, t0, _error(503, str(e), kind="server_busy", headers={"Retry-After": str(e.retry_after_s)}))
         except Exception as e:  # noqa: BLE001 - a bug must not take the server down
