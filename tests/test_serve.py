@@ -217,6 +217,33 @@ def test_queue_full_and_disconnect_free_the_slot(server):
     assert health["running"] == 0 and health["queued"] == 0
 
 
+def test_clients_that_leave_unstreamed_or_queued_free_their_place(server):
+    """A non-streamed request whose client gives up stops at its next token; one that gave
+    up while queued leaves the queue."""
+    long = {"prompt": "Count from 1 to 300: 1, 2, 3, 4,", "max_tokens": 440, "policy": "never"}
+    health = lambda: httpx.get(server.url + "/health").json()  # noqa: E731
+
+    def give_up(body, after_s):
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(server.url + "/v1/completions", json=body, timeout=httpx.Timeout(30, read=after_s))
+
+    a = threading.Thread(target=give_up, args=(long, 3.0))
+    a.start()
+    time.sleep(1.0)
+    give_up({"prompt": "Hi", "max_tokens": 4}, 1.0)  # waits behind A, then leaves
+    assert health()["queued"] == 0 and health()["running"] == 1
+    a.join()
+    t = time.perf_counter()
+    while health()["running"] and time.perf_counter() - t < 5:
+        time.sleep(0.05)
+    freed_s = time.perf_counter() - t
+    assert health()["running"] == 0 and freed_s < 1.0, f"the slot was freed {freed_s:.2f} s after A left"
+    a_log = [r for r in server.requests_logged() if r.get("params", {}).get("max_new_tokens") == 440][-1]
+    assert a_log["status"] == 499 and a_log["total_s"] < 5
+    r = post(server, "/v1/completions", {"prompt": "Hi", "max_tokens": 4})
+    assert r.status_code == 200
+
+
 def test_every_request_is_logged_without_prompts(server):
     post(server, "/v1/chat/completions", {"messages": [{"role": "user", "content": SECRET}], "max_tokens": 2})
     lines = server.requests_logged()
