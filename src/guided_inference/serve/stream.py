@@ -136,17 +136,20 @@ class ReportingBackend:
         self._check()
         if self._stream is not None:
             self._stream.on_generate(self._source, context)
-        hook = stop_before
-        if self._per_token:
-            def hook(stats, written):
-                self._check()
-                if self._stream is not None:
-                    self._stream.on_tokens(self._source, self._backend, written)
-                return stop_before(stats, written) if stop_before is not None else False
+        hook = self._per_token_hook(stop_before) if self._per_token else stop_before
         chunk = self._backend.generate(context, max_tokens, sampling, rng, hook, position)
         if self._stream is not None:
             self._stream.on_chunk(self._source, self._backend, chunk)
         return chunk
+
+    def _per_token_hook(self, stop_before):
+        """Before each token: stop if cancelled, report the tokens so far, then ask the engine's hook."""
+        def hook(stats, written):
+            self._check()
+            if self._stream is not None:
+                self._stream.on_tokens(self._source, self._backend, written)
+            return stop_before(stats, written) if stop_before is not None else False
+        return hook
 
     def score(self, context, tokens, **kw):
         self._check()
