@@ -268,8 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .analysis.cli import register as register_analysis  # guided analyze, plots
     from .study.cli import register as register_study  # guided divergence, prm800k, router fit
 
+    from .serve.cli import register as register_serve  # guided serve (FastAPI imported only when it runs)
+
     register_analysis(sub, flag=flag)
     register_study(sub, flag=flag, add_model_flags=add_model_flags)
+    register_serve(sub, add_model_flags=add_model_flags, add_generation_flags=add_generation_flags, flag=flag,
+                   generation_config=generation_config)
     return p
 
 
