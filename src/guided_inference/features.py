@@ -69,6 +69,8 @@ class StepBoundaries:
         passed = False
         for ch in text:
             if ch == "\n":
+                if self.state == MAYBE and not self.blank:
+                    self.armed = False  # a line that ended half a marker ("12", "**"): text all the same
                 if self.blank and not self.armed and self.state != NO:  # a blank line ended
                     passed, self.armed = True, True
                 self.line, self.state, self.blank = "", MAYBE, True

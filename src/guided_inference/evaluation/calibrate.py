@@ -143,7 +143,11 @@ def cmd_calibrate(args) -> int:
         raise ConfigError(f"target_share must be a number in (0, 1), got {args.target_share!r}")
     if not args.output_file:
         raise ConfigError("--output_file is required (the calibration JSON)")
+    from .cli import EVAL_MAX_NEW_TOKENS
+
     config = args.make_config(args)
+    if args.max_new_tokens is None:  # the eval's limit, not generate's: the replay stops where the eval would
+        config = config.replace(max_new_tokens=EVAL_MAX_NEW_TOKENS)
     check_calibratable(config)
     verify = config.consult_mode == "verify"
     out = Path(args.output_file)
