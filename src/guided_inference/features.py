@@ -36,24 +36,19 @@ from typing import Sequence
 import numpy as np
 
 MAYBE, DONE, NO = 0, 1, 2  # can the current line still open a step / it does / it cannot
-_PREFIX = re.compile(r"(?:#{1,6} *|\*\*)?")
-_DONE = re.compile(r"Step \d|\d+[.)]|[-\u2022]|\* ")
-_HEADING = re.compile(r"#{2,6} ")
-_DIGITS = re.compile(r"\d+")
+# A line (leading whitespace stripped) opens a step once a prefix of it matches _DONE; while
+# it is a prefix of such a match (_MAYBE) it may still. ANSWER_OPEN: where an answer begins.
+_DONE = re.compile(r"(?:#{1,6} *|\*\*)?Step \d|\d+[.)]|[-\u2022]|\* |#{2,6} ")
+_MAYBE = re.compile(r"(?:#{1,6} *|\*\*?)?(?:S(?:t(?:e(?:p ?)?)?)?)?|\d+")
 ANSWER_OPEN = "\\boxed{"
 
 
 def marker_state(line: str) -> int:
     """MAYBE, DONE or NO for the current line so far (see module docstring)."""
     s = line.lstrip(" \t\r")
-    if _HEADING.match(s):
+    if _DONE.match(s):
         return DONE
-    rest = s[_PREFIX.match(s).end():]
-    if _DONE.match(rest):
-        return DONE
-    if rest in ("", "*") or "Step "[:len(rest)] == rest or _DIGITS.fullmatch(rest):
-        return MAYBE
-    return NO
+    return MAYBE if _MAYBE.fullmatch(s) else NO
 
 
 class StepBoundaries:
