@@ -240,3 +240,25 @@ def test_repeats_is_an_earlier_ngram(n):
         last = tuple(ids[i - n: i])
         earlier = any(tuple(ids[s: s + n]) == last for s in range(0, i - n)) if i > n else False
         assert h.repeats(n) == earlier
+
+
+def test_a_step_after_a_consult_at_a_boundary_does_not_reuse_the_old_step():
+    """The fix for `boundary` online: when it fires at a boundary the step it closed is gone;
+    the next boundary reads only the base tokens written after the consult."""
+    qwen = Vocab("qwen2.5-coder-0.5b")
+    text = "Intro words here.\n1. First step text.\n2. Second step text.\n3. Third.\n"
+    ids = qwen.tokenize(text)
+    pieces = qwen.pieces(ids)
+    data = b"".join(pieces)
+    ends = np.concatenate([[0], np.cumsum([len(b) for b in pieces])])
+    flags = boundary_flags(pieces)
+    first, second = np.flatnonzero(flags)[:2]
+    h, k = History(), 3  # the policy fires at the first boundary; the oracle writes k tokens
+    for i in range(len(ids)):
+        h.advance(ids[:i], data[: ends[i]])
+        if first <= i < first + k:
+            continue  # oracle tokens: no base statistics
+        if i == second:
+            assert h.boundary and h.step_confidence() == pytest.approx(
+                np.mean([0.5 + j / 100 for j in range(first + k, second)]))
+        h.add(_stats(i, 0.5 + i / 100))
