@@ -128,8 +128,6 @@ def main(argv=None) -> int:
         out("|---|---:|---:|---:|")
         for path in sorted(cal_dir.glob("*.json")):
             rec = json.loads(path.read_text())
-            if rec["policy"] == "verify":
-                continue  # needs the oracle's scores: in the divergence file, but verify's share is the run's
             config = GenerationConfig(policy=rec["policy"], threshold=rec["threshold"], c=rec["c"], k=rec["k"],
                                       step_size=rec["step_size"], cooldown=rec["cooldown"], window=rec["window"],
                                       max_new_tokens=BUDGET["max_new_tokens"])
