@@ -32,7 +32,6 @@ consults) did not see; the replayed share of the chosen value is exact all the s
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, replace as dc_replace
 from pathlib import Path

@@ -19,7 +19,7 @@ A marker counts when its last character is written, not when the space after it 
 byte-level tokenizers (Qwen, SmolLM2) attach that space to the next word, so a rule that
 waits for the space at a token end never fires. Each step begins once: a marker right after
 a blank line, or a second blank line, begins no new step, since no text was written in
-between. Nothing before the first line is a boundary. Known false positives: a line that
+between. The first line of the answer opens no step. Known false positives: a line that
 starts with a minus sign (``-3x``) or a decimal (``1.5``) reads as a list item.
 
 The step just written is the text since the previous boundary; its confidence is the mean
