@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backends.protocol import BackendError
-from .features import boundary_flags, rolling_mean  # noqa: F401 - boundary_flags: read as it grows, one token at a time
+from .features import boundary_flags, rolling_mean
 
 STAT_NAMES = ("entropy", "varentropy", "top_prob", "margin")
 
