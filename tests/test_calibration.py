@@ -1,43 +1,33 @@
-"""Calibration: the replay spends what the rules say, the chosen threshold meets the target
-share on the traces it was fitted on, it round-trips through the file into `eval`, and
-files that do not fit are refused with one line."""
+"""Calibration: the chosen value meets the target share on the traces it was fitted on, it
+round-trips through the file into `eval`, files that do not fit are refused with one line,
+and `--dry_run_on` replays the evaluation set's own base-only traces. (The replay's rules
+and its equality with online spend: tests/test_replay.py.)"""
 import json
 
 import numpy as np
 import pytest
 
-from guided_inference.calibration import choose_threshold, expected_share, fires, replay
+from guided_inference.calibration import choose_value, realised_share, recorded
 from guided_inference.config import GenerationConfig
+from guided_inference.policies import make_policy
 from guided_inference.tasks.selection import math500_ids
 from conftest import run_cli
 
 
-@pytest.mark.parametrize("fire,c,k,cooldown,step,verify,spent", [
-    ([0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 5, 3, 0, 4, False, 0),
-    ([1, 0, 0, 0, 0, 0, 0, 0, 0, 0], 5, 3, 0, 4, False, 3),  # consult at 0 covers 0-2
-    ([1, 1, 1, 1, 1, 1, 1, 1, 1, 1], 5, 3, 0, 4, False, 10),  # 0-2, 3-5, 6-8, 9
-    ([1, 1, 1, 1, 1, 1, 1, 1, 1, 1], 2, 3, 0, 4, False, 6),  # budget: two consults
-    ([1, 1, 1, 1, 1, 1, 1, 1, 1, 1], 5, 3, 2, 4, False, 6),  # 0-2, cooling 3-4, 5-7, cooling 8-9
-    ([0, 0, 0, 0, 0, 0, 0, 0, 0, 1], 5, 3, 0, 4, False, 1),  # last token: min(k, n - i)
-    ([0, 0, 1, 0, 0, 0, 0, 0, 0, 0], 5, 3, 0, 4, True, 3),  # verify: first disagreement of step 0-3 at 2
-    ([0, 0, 0, 0, 0, 1, 1, 0, 0, 0], 5, 2, 0, 4, True, 2),  # step 4-7 disagrees at 5; resume at 7: no more
-])
-def test_replay_spends_what_the_rules_say(fire, c, k, cooldown, step, verify, spent):
-    assert replay(np.array(fire, dtype=bool), c=c, k=k, cooldown=cooldown, step_size=step, verify=verify) == spent
-
-
 def test_chosen_threshold_meets_the_target_share():
     rng = np.random.default_rng(0)
-    scores = [rng.gamma(2.0, 1.0, size=n) for n in (300, 500, 800)]
-    config = GenerationConfig(policy="entropy", c=20, k=10, cooldown=10)
+    recs = [recorded(f"s/{n}", np.zeros(n, dtype=np.int64), [b"x"] * n,
+                     {"entropy": rng.gamma(2.0, 1.0, size=n), "varentropy": np.ones(n), "top_prob": np.ones(n),
+                      "margin": np.ones(n)}) for n in (300, 500, 800)]
+    config = GenerationConfig(policy="entropy", c=20, k=10, cooldown=10, max_new_tokens=1024)
     for target in (0.05, 0.10, 0.25):
-        t, share, curve = choose_threshold(scores, "above", target, config, verify=False)
+        t, share, curve = choose_value(config, recs, target)
         assert abs(share - target) < 0.01
-        assert share == expected_share(scores, "above", t, config, verify=False)
+        chosen = config.replace(threshold=t)
+        assert share == realised_share(make_policy(chosen), chosen, recs)
         # The curve is monotone: a higher entropy threshold never spends more.
         shares = [s for _, s in curve]
         assert all(a >= b for a, b in zip(shares, shares[1:]))
-    assert fires(np.array([np.nan, 1.0]), "below", 2.0).tolist() == [False, True]
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +146,7 @@ def test_eval_target_share_calibrates_first_and_caches_the_file(base_only, tmp_p
     assert r.returncode == 0, r.stderr
     cal = tmp_path / "calibration" / "entropy_c6_k4_share0.2_smollm2-135m.json"
     record = json.loads(cal.read_text())
-    assert record["n_problems"] == 50 and record["target_share"] == 0.2
+    assert record["n_problems"] == 100 and record["target_share"] == 0.2  # the default calibration set
     assert not set(record["problem_ids"]) & math500_ids()
     rows = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert all(row["config"]["threshold"] == record["threshold"] for row in rows)
@@ -166,3 +156,27 @@ def test_eval_target_share_calibrates_first_and_caches_the_file(base_only, tmp_p
     r = run_cli(*args, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert cal.stat().st_mtime_ns == stamp  # reused, not recalibrated
+
+
+def test_dry_run_replays_the_evaluation_sets_own_base_only_traces(base_only, tmp_path):
+    """`--dry_run_on` reads a base-only file of the evaluation set (MATH-500 problems are its
+    point, not refused) and records the share the chosen threshold spends there; on the
+    calibration traces themselves that is the calibration's own expected share."""
+    d, data, base = base_only
+    evaluation = tmp_path / "math500_never.jsonl"
+    r = run_cli("eval", "--dataset", "math500", "--num_samples", "2", "--policy", "never", "--base_model",
+                "smollm2-135m", "--oracle_model", "smollm2-135m", "--max_new_tokens", "24", "--output_file",
+                str(evaluation), "--no_progress")
+    assert r.returncode == 0, r.stderr
+    for dry, n in ((evaluation, 2), (base, 4)):
+        cal = tmp_path / f"cal_{n}.json"
+        r = run_cli("calibrate", "--policy", "top_prob", "--target_share", "0.2", "--c", "6", "--k", "4",
+                    "--base_model", "smollm2-135m", "--from_results", str(base), "--dry_run_on", str(dry),
+                    "--output_file", str(cal))
+        assert r.returncode == 0, r.stderr
+        record = json.loads(cal.read_text())
+        assert record["dry_run"]["file"] == str(dry) and record["dry_run"]["n_problems"] == n
+        assert 0.0 <= record["dry_run"]["share"] <= 1.0
+        assert f"dry run on {dry} ({n} base-only traces" in r.stdout
+    # Teacher forcing twice reads the same statistics up to batch noise far below the gaps the threshold sits in.
+    assert record["dry_run"]["share"] == pytest.approx(record["expected_share"], abs=0.02)

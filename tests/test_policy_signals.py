@@ -97,9 +97,10 @@ def test_boundary_fires_only_at_step_boundaries(smol, smol2):
     check_invariants(trace)
     assert trace.cheat_positions, "threshold 1 consults at every boundary: the answer has several lines"
     text = trace.result.encode()
-    for pos in trace.cheat_positions:
-        before = smol.detokenize(trace.token_ids[:pos]).decode("utf-8", "ignore")
-        assert is_boundary(before[-64:]), f"consult at {pos} is not at a step boundary: {before[-20:]!r}"
+    for pos in trace.cheat_positions:  # a step began in the token just before the consult
+        before = smol.detokenize(trace.token_ids[:pos - 1]).decode("utf-8", "ignore")
+        last = smol.detokenize(trace.token_ids[:pos]).decode("utf-8", "ignore")[len(before):]
+        assert is_boundary(before, last), f"consult at {pos} is not at a step boundary: {before[-20:] + last!r}"
     assert text
 
 

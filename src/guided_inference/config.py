@@ -96,6 +96,8 @@ class GenerationConfig:
     router_sha256: str | None = option(None, "learned: sha256 of the router file (filled in when loaded)")
     threshold_source: str = option("default", "where the threshold came from: default, flag, calibration file")
     save_stats: bool = option(False, "write per-token base statistics to the trace (token_stats)")
+    prefix_tokens: int = option(50, "prefix: the oracle writes this many first tokens (the plan), then the base alone")
+    ngram: int = option(64, "repetition: consult when the last ngram tokens repeat an earlier n-gram of the answer")
 
     def __post_init__(self) -> None:
         check_int("c", self.c, 0)

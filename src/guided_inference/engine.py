@@ -28,7 +28,7 @@ import numpy as np
 
 from .backends.protocol import Backend, BackendError, Chunk
 from .config import GenerationConfig
-from .features import History, is_boundary
+from .features import History
 from .prompts import prompt_ids
 from .policies import POLICIES, DecisionPoint, Policy, backend_abilities, make_policy
 from .stats import StepStats
@@ -145,6 +145,7 @@ def guided_generate(
     timings, text, history = Timings(), Transcript(), History()
     state = {"fired": None, "last_consult_end": None, "gate": False}
     token_stats: list = [] if config.save_stats else None
+    first_id = len(readers[BASE].ids)  # the base's token ids of the generated text start here
     rejections: list[dict] = []
     finish = "length"
 
@@ -153,8 +154,12 @@ def guided_generate(
         since = None if state["last_consult_end"] is None else position - state["last_consult_end"]
         tail = ""
         if policy.needs_text:
-            tail = text.tail() + (readers[BASE].backend.detokenize(list(written)).decode("utf-8", "ignore")
-                                  if written else "")
+            # The whole text so far (both models'); history reads what is new since the last point, and
+            # at a step boundary closes the step before the policy reads it (calibration replays the same).
+            new = readers[BASE].backend.detokenize(list(written)) if written else b""
+            data = b"".join(piece.data for piece in text.pieces) + new
+            history.advance(readers[BASE].ids[first_id:] + list(written), data)
+            tail = data[-64:].decode("utf-8", "ignore")
         return DecisionPoint(position, len(text.cheat_positions), config.c - len(text.cheat_positions),
                              config.max_new_tokens, stats, since, history, tail)
 
@@ -170,8 +175,6 @@ def guided_generate(
             state["fired"] = stats  # the consult starts at exactly this token
             return True
         state["gate"] |= fire
-        if policy.needs_text and p.tail and is_boundary(p.tail):
-            history.new_step()
         history.add(stats)
         if token_stats is not None:
             token_stats.append(stats)
@@ -189,7 +192,10 @@ def guided_generate(
         consult = fired is not None or (not verify and not policy.per_token and may_fire(point()))
         if consult:
             text.start_consult(fired.to_dict() if isinstance(fired, StepStats) else None)
-            chunk = readers[ORACLE].backend.generate(readers[ORACLE].context(), min(config.k, limit),
+            n = min(config.k, limit)
+            if policy.consult_tokens is not None:  # prefix: the oracle stops at the m-th token
+                n = min(n, policy.consult_tokens(text.n_tokens))
+            chunk = readers[ORACLE].backend.generate(readers[ORACLE].context(), n,
                                                      config.oracle_sampling, oracle_rng, position=text.n_tokens)
             timings.oracle.add(chunk)
             _record(text, readers, ORACLE, chunk, shared, handoff)

@@ -3,7 +3,7 @@
 A policy is a small pure function ``decide(point, rng) -> bool`` over a
 ``DecisionPoint`` record, plus flags: ``per_token`` (asked before every base token,
 with that token's distribution statistics, instead of only between base steps) and
-what it reads (``reads``: nothing, base statistics, oracle scores, a router).
+what it reads (``reads``: nothing, base statistics, the text, oracle scores, a router).
 *How* a consult works is separate (``GenerationConfig.consult``): a ``takeover`` (the
 oracle writes k tokens) or a ``verify`` (the oracle checks the base's step and takes
 over at its first disagreement). So "verify only where entropy is high" is
@@ -11,21 +11,27 @@ over at its first disagreement). So "verify only where entropy is high" is
 
 The engine owns the budget and the cooldown: a policy is only asked while consults
 remain and, for signal policies, once ``cooldown`` base tokens have passed since the
-last consult. Randomness comes only from the injected, seeded ``rng``.
+last consult. Randomness comes only from the injected, seeded ``rng``. A policy may cap
+a consult below k (``consult_tokens``: ``prefix`` stops the oracle at its m-th token).
 
 Every policy is registered in ``POLICIES`` with a ``PolicySpec``: its parameters with
 defaults and checks (one-line errors), what it reads, which backends can serve it,
-and its reference. ``guided policies`` prints that table from the registry.
+its reference, and the parameter ``guided calibrate`` tunes (``calibrate``; None: the
+policy spends what its rule says). A threshold policy also exposes its ``score``: it fires
+when the score is above (or below) the threshold, so calibration can list the exact
+thresholds at which its decisions change. ``guided policies`` prints the table from the
+registry; calibration replays these same objects (``calibration.replay``).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from .config import ConfigError
-from .features import History, is_boundary
+from .config import ConfigError, check_int
+from .features import History
 from .stats import StepStats
 
 QUADRANTS = {  # entropix's four regimes, (entropy high?, varentropy high?)
@@ -37,7 +43,8 @@ QUADRANTS = {  # entropix's four regimes, (entropy high?, varentropy high?)
 class DecisionPoint:
     """What a policy may look at. ``stats`` is the base's next-token distribution
     (per-token policies; None between steps). ``history`` holds the base's earlier
-    statistics; ``tail`` the last bytes of the text written so far (decoded)."""
+    statistics and, for policies that read text, the text read up to this point (its step
+    boundaries, ids, an opened answer); ``tail`` the last bytes of the text (decoded)."""
 
     position: int  # tokens generated so far
     consults_used: int
@@ -55,8 +62,10 @@ class Policy:
     decide: Callable[[DecisionPoint, np.random.Generator], bool]
     per_token: bool = False
     needs_stats: bool = False
-    needs_text: bool = False  # reads DecisionPoint.tail (the engine decodes it only then)
+    needs_text: bool = False  # reads the text (history.advance; the engine decodes it only then)
     signal: bool = False  # subject to the cooldown
+    score: Callable[[DecisionPoint], float] | None = None  # threshold policies: what the threshold cuts (NaN: never)
+    consult_tokens: Callable[[int], int] | None = None  # at most this many oracle tokens from this position (<= k)
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,8 @@ class PolicySpec:
     consult: str = "takeover"  # default consult mode
     reference: str = ""
     describe: str = ""
+    calibrate: str | None = None  # the GenerationConfig field guided calibrate tunes (None: not calibratable)
+    more_spends: bool = True  # raising that field spends more oracle tokens (False: fewer)
 
     def check(self, config) -> None:
         """ConfigError (one line) for a parameter this policy cannot use."""
@@ -90,6 +101,9 @@ class PolicySpec:
             v = getattr(config, name)
             if name in self.params and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
                 raise ConfigError(f"{name} must be a number >= 0 for {self.name}, got {v!r}")
+        for name in ("prefix_tokens", "ngram"):
+            if name in self.params:
+                check_int(name, getattr(config, name), 1)
         if "router" in self.params and not config.router:
             raise ConfigError(f"policy {self.name} needs --router FILE (guided router fit), got none")
 
@@ -101,14 +115,18 @@ class PolicySpec:
         return base
 
 
-def _threshold(config) -> float:
-    return config.effective_threshold
+def _thresholded(name: str, config, score: Callable[[DecisionPoint], float], below: bool, **flags) -> Policy:
+    """A policy that fires where ``score`` is below (or above) the threshold; NaN never fires."""
+    t = config.effective_threshold
+    if below:
+        return Policy(name, lambda point, rng: score(point) < t, score=score, **flags)
+    return Policy(name, lambda point, rng: score(point) > t, score=score, **flags)
 
 
-def _stat_policy(name: str, fires: Callable[[float, StepStats], bool]):
+def _stat_policy(name: str, below: bool):
     def build(config) -> Policy:
-        t = _threshold(config)
-        return Policy(name, lambda point, rng: fires(t, point.stats), per_token=True, needs_stats=True, signal=True)
+        return _thresholded(name, config, lambda point: getattr(point.stats, name), below,
+                            per_token=True, needs_stats=True, signal=True)
     return build
 
 
@@ -123,24 +141,25 @@ def _entropix(config) -> Policy:
 
 
 def _rolling(config) -> Policy:
-    t, w = _threshold(config), config.window
-
-    def decide(point: DecisionPoint, rng) -> bool:
-        return point.history.rolling_entropy(w, point.stats.entropy) > t
-
-    return Policy("rolling_entropy", decide, per_token=True, needs_stats=True, signal=True)
+    w = config.window
+    # The window holds base tokens only (oracle tokens have no base statistics), online and in replay.
+    return _thresholded("rolling_entropy", config, lambda point: point.history.rolling_entropy(w, point.stats.entropy),
+                        below=False, per_token=True, needs_stats=True, signal=True)
 
 
 def _boundary(config) -> Policy:
-    t = _threshold(config)
+    t = config.effective_threshold
+
+    def score(point: DecisionPoint) -> float:
+        h = point.history
+        confidence = h.step_confidence() if h.boundary else None
+        return math.nan if confidence is None else confidence
 
     def decide(point: DecisionPoint, rng) -> bool:
-        if not is_boundary(point.tail):
-            return False
-        confidence = point.history.step_confidence()
-        return confidence is not None and (t >= 1.0 or confidence < t)
+        s = score(point)
+        return not math.isnan(s) and (t >= 1.0 or s < t)
 
-    return Policy("boundary", decide, per_token=True, needs_stats=True, needs_text=True, signal=True)
+    return Policy("boundary", decide, per_token=True, needs_stats=True, needs_text=True, signal=True, score=score)
 
 
 def _random(config) -> Policy:
@@ -162,10 +181,30 @@ def _ramp(config) -> Policy:
 def _learned(config) -> Policy:
     from .router import load_router  # numpy only; the file is checked when loaded
 
-    router, t = load_router(config.router, expected_sha256=config.router_sha256), _threshold(config)
-    # needs_text: the router reads whether a step boundary was just passed (DecisionPoint.tail)
-    return Policy("learned", lambda point, rng: router.probability(point) > t, per_token=True, needs_stats=True,
-                  needs_text=True, signal=True)
+    router = load_router(config.router, expected_sha256=config.router_sha256)
+    # needs_text: the router reads whether a step boundary was just passed (history.boundary)
+    return _thresholded("learned", config, router.probability, below=False, per_token=True, needs_stats=True,
+                        needs_text=True, signal=True)
+
+
+def _prefix(config) -> Policy:
+    m = config.prefix_tokens
+    # Asked between steps: at 0, then after each consult, until the oracle has written m tokens.
+    return Policy("prefix", lambda point, rng: point.position < m, consult_tokens=lambda position: m - position)
+
+
+def _repetition(config) -> Policy:
+    n = config.ngram
+    return Policy("repetition", lambda point, rng: point.history.repeats(n), per_token=True, needs_text=True,
+                  signal=True)
+
+
+def _answer(config) -> Policy:
+    return Policy("answer", lambda point, rng: point.history.answer_opened, per_token=True, needs_text=True)
+
+
+def _verify(config) -> Policy:
+    return Policy("verify", lambda point, rng: True)
 
 
 STAT = "base statistics"
@@ -173,41 +212,60 @@ POLICIES: dict[str, PolicySpec] = {s.name: s for s in [
     PolicySpec("never", lambda c: Policy("never", lambda point, rng: False), describe="base only"),
     PolicySpec("always", lambda c: Policy("always", lambda point, rng: True),
                describe="consult at every decision point (oracle only when c*k >= max_new_tokens)"),
-    PolicySpec("random", _random, ("p",), reference="original tool",
+    PolicySpec("random", _random, ("p",), reference="original tool", calibrate="p",
                describe="consult with probability p at each decision point"),
-    PolicySpec("ramp", _ramp, ("p",), reference="original tool",
+    PolicySpec("ramp", _ramp, ("p",), reference="original tool", calibrate="p",
                describe="probability rising linearly from 0 to p over max_new_tokens"),
-    PolicySpec("entropy", _stat_policy("entropy", lambda t, s: s.entropy > t), ("threshold", "cooldown"),
+    PolicySpec("entropy", _stat_policy("entropy", below=False), ("threshold", "cooldown"),
                {"threshold": 2.5}, (0.0, None), STAT, ("stats",), reference="original TODO 1; entropix",
-               describe="entropy (bits) of the base's next token > threshold"),
-    PolicySpec("varentropy", _stat_policy("varentropy", lambda t, s: s.varentropy > t), ("threshold", "cooldown"),
+               describe="entropy (bits) of the base's next token > threshold", calibrate="threshold",
+               more_spends=False),
+    PolicySpec("varentropy", _stat_policy("varentropy", below=False), ("threshold", "cooldown"),
                {"threshold": 5.0}, (0.0, None), STAT, ("stats",), reference="entropix",
-               describe="varentropy of the base's next token > threshold"),
-    PolicySpec("top_prob", _stat_policy("top_prob", lambda t, s: s.top_prob < t), ("threshold", "cooldown"),
+               describe="varentropy of the base's next token > threshold", calibrate="threshold", more_spends=False),
+    PolicySpec("top_prob", _stat_policy("top_prob", below=True), ("threshold", "cooldown"),
                {"threshold": 0.3}, (0.0, 1.0), STAT, ("stats",), reference="Nudging (gamma)",
-               describe="top-1 probability < threshold"),
-    PolicySpec("margin", _stat_policy("margin", lambda t, s: s.margin < t), ("threshold", "cooldown"),
+               describe="top-1 probability < threshold", calibrate="threshold"),
+    PolicySpec("margin", _stat_policy("margin", below=True), ("threshold", "cooldown"),
                {"threshold": 0.1}, (0.0, 1.0), STAT, ("stats",), reference="margin-based cascades",
-               describe="top-1 minus top-2 probability < threshold"),
+               describe="top-1 minus top-2 probability < threshold", calibrate="threshold"),
     PolicySpec("entropix", _entropix, ("quadrant", "entropy_threshold", "varentropy_threshold", "cooldown"),
                {}, None, STAT, ("stats",), reference="entropix (xjdr-alt/entropix)",
                describe="the (entropy, varentropy) quadrant named by quadrant"),
     PolicySpec("rolling_entropy", _rolling, ("threshold", "window", "cooldown"), {"threshold": 1.5}, (0.0, None),
                STAT, ("stats",), reference="Entropy Adaptive Decoding (arXiv 2502.06833); R2R rolling",
-               describe="mean entropy over the last window base tokens > threshold"),
-    PolicySpec("boundary", _boundary, ("threshold", "cooldown"), {"threshold": 0.8}, (0.0, 1.0), STAT, ("stats",),
-               reference="Speculative Thinking; STEER, SMART",
-               describe="at a step boundary, if the step's mean token probability < threshold (1 = every boundary)"),
-    PolicySpec("verify", lambda c: Policy("verify", lambda point, rng: True), ("threshold",), {"threshold": None},
+               describe="mean entropy over the last window base tokens > threshold", calibrate="threshold",
+               more_spends=False),
+    PolicySpec("boundary", _boundary, ("threshold", "cooldown"), {"threshold": 0.8}, (0.0, 1.0),
+               "base statistics + text", ("stats",), reference="Speculative Thinking; STEER, SMART",
+               describe="at a step boundary (a line after a blank line, or opening 'Step N', 'N.', '-'), if the "
+                        "step's mean token probability < threshold (1 = every boundary)", calibrate="threshold"),
+    PolicySpec("verify", _verify, ("threshold",), {"threshold": None},
                (0.0, 1.0), "oracle scores", ("score",), consult="verify",
-               reference="BiLD rollback (Kim et al. 2023); SpecReason",
+               reference="BiLD rollback (Kim et al. 2023); SpecReason", calibrate="threshold",
                describe="after each base step the oracle checks it; takeover at its first disagreement "
                         "(top-1 differs, or with threshold t: p_oracle(base token) < t)"),
     PolicySpec("learned", _learned, ("router", "threshold", "cooldown"), {"threshold": 0.5}, (0.0, 1.0),
                "base statistics + router", ("stats",), reference="cheap version of R2R / CITER / Co-LLM routers",
-               describe="router probability (logistic regression on base features) > threshold"),
+               describe="router probability (logistic regression on base features) > threshold",
+               calibrate="threshold", more_spends=False),
+    PolicySpec("prefix", _prefix, ("prefix_tokens",), reads="position", calibrate="prefix_tokens",
+               reference="plan first: the oracle sets the approach, the base executes (Plan-and-Solve; "
+                         "arXiv 2305.04091)",
+               describe="the oracle writes the first prefix_tokens tokens (in consults of up to k; c*k must "
+                        "cover them), then the base goes on alone"),
+    # repetition and answer read text, but are asked before every base token: the per-token hook
+    # comes with the base's statistics, so they need a backend that serves them.
+    PolicySpec("repetition", _repetition, ("ngram", "cooldown"), reads="text (token ids)", needs=("stats",),
+               calibrate="ngram", more_spends=False,
+               reference="a loop is where the base is certainly lost: 43.5% of level-5 base answers run to "
+                         "the token limit",
+               describe="the base's last ngram tokens repeat an earlier n-gram of the answer"),
+    PolicySpec("answer", _answer, (), reads="text", needs=("stats",),
+               reference="the final answer is the one span the grader reads; the base's reasoning may "
+                         "be right and its arithmetic wrong",
+               describe="the text just opened \\boxed{: the oracle writes the final answer (k tokens)"),
 ]}
-
 
 def make_policy(config) -> Policy:
     """Build the policy a (validated) GenerationConfig names."""

@@ -14,7 +14,12 @@ number on the same trace:
 - online, from a ``DecisionPoint`` (``point_features``): ``StepStats``, ``History``
   and the text tail, as the engine hands them to the ``learned`` policy;
 - offline, from ``TokenFeatures`` (``feature_matrix``): teacher forcing or stored
-  divergence lines, through ``TokenFeatures.rolling_entropy`` and ``boundary``.
+  divergence lines, through ``TokenFeatures.rolling_entropy`` and ``boundary``;
+- in the calibration replay, through ``point_features`` again, over recorded traces.
+
+Rolling entropy averages base tokens only (oracle tokens have no base statistics): on a
+base-only trace that is every token, so training and online agree; after a consult the
+online window skips the oracle's tokens, and the replay skips them the same way.
 
 Each feature is standardised with the training mean and standard deviation, then
 p = sigmoid(w . z + b). Fitting is a few Newton steps with a small L2 penalty (numpy
@@ -34,7 +39,6 @@ import numpy as np
 
 from . import __version__
 from .config import GuidedError
-from .features import is_boundary
 
 WINDOWS = (4, 16, 64)
 FEATURES = ("entropy", "varentropy", "top_prob", "margin",
@@ -55,9 +59,13 @@ def point_features(point) -> np.ndarray:
     """[len(FEATURES)] float64: the same features at one online decision point (the
     base's distribution for the next token is ``point.stats``)."""
     s, h = point.stats, point.history
+    # Rolling entropy over the base tokens in the history, as rolling_entropy reads it: online and
+    # in the calibration replay the window skips oracle tokens; offline on a base-only trace every
+    # token is the base's, so feature_matrix's rolling mean over all positions is the same number.
     rolling = [h.rolling_entropy(w, s.entropy) if h is not None else s.entropy for w in WINDOWS]
+    boundary = bool(h is not None and h.boundary)  # read by History.advance (the engine calls it: needs_text)
     return np.array([s.entropy, s.varentropy, s.top_prob, s.margin, *rolling,
-                     float(is_boundary(point.tail)), math.log1p(s.position)], dtype=np.float64)
+                     float(boundary), math.log1p(s.position)], dtype=np.float64)
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

@@ -6,7 +6,7 @@
 Index i describes the moment before generated token i was written: the base's
 next-token statistics there (the same ``stats_from_logits`` as the engine's
 ``StepStats``), the base's probability of the token that was written, whether a
-reasoning-step boundary had just been passed (``features.is_boundary``), the tokens
+reasoning-step boundary had just been passed (``features.boundary_flags``), the tokens
 since the last newline, and, with an oracle of the same tokenizer, the oracle's top-1
 and its probability of the written token. Calibration replays policies over these
 arrays; the divergence study labels them.
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backends.protocol import BackendError
-from .features import is_boundary, rolling_mean
+from .features import boundary_flags, rolling_mean
 
 STAT_NAMES = ("entropy", "varentropy", "top_prob", "margin")
 
@@ -75,15 +75,6 @@ def token_texts(backend, token_ids: list[int], context: int = 8) -> list[bytes]:
         before = backend.detokenize(token_ids[lo:i]) if i > lo else b""
         out.append(backend.detokenize(token_ids[lo:i + 1])[len(before):])
     return out
-
-
-def boundary_flags(pieces: list[bytes]) -> np.ndarray:
-    """[n] True where the text written before token i ends at a step boundary."""
-    flags, tail = np.zeros(len(pieces), dtype=bool), b""
-    for i, b in enumerate(pieces):
-        flags[i] = is_boundary(tail.decode("utf-8", "ignore"))
-        tail = (tail + b)[-64:]
-    return flags
 
 
 def teacher_force(base, prompt_ids: list[int], token_ids: list[int], oracle=None) -> TokenFeatures:
