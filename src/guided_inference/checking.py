@@ -75,7 +75,7 @@ def check_step(oracle, context: list[int], tokens: list[int], eos_token: int | N
     top1 = scores.top1
     if threshold is None or rule == "speculative":
         agree = [int(top1[i]) == checked[i] or (verdict.eos_checked and i == len(checked) - 1
-                                                and bool(oracle.is_eos(int(top1[i]))))
+                                                and bool(is_eos(oracle, int(top1[i]))))
                  for i in range(len(checked))]
     else:
         agree = list(np.exp(scores.logprobs) >= threshold)
@@ -95,13 +95,20 @@ def check_step(oracle, context: list[int], tokens: list[int], eos_token: int | N
             break  # that row is not available (an HTTP oracle at temperature > 0): the oracle generates
         if verdict.record is not None and i == j:
             verdict.record["oracle_token"] = o  # what the oracle wrote at the cut (sampled, at temperature > 0)
-        if oracle.is_eos(o):
+        if is_eos(oracle, o):
             verdict.oracle_eos = True
             break
         verdict.oracle.append(o)
         if rule == "speculative" or i == len(checked) or o != checked[i]:
             break  # the next row would need ``o`` evaluated first
     return verdict
+
+
+def is_eos(backend, token: int) -> bool:
+    """Whether ``token`` ends generation for ``backend`` (cached backends: ``is_eos``; HTTP: the
+    EOS ids it knows, possibly none)."""
+    check = getattr(backend, "is_eos", None)
+    return bool(check(token)) if check is not None else token in getattr(backend, "eos_token_ids", ())
 
 
 def _choose(scores: Scores, i: int, sampling: SamplingConfig, rng: np.random.Generator) -> int | None:
@@ -134,7 +141,7 @@ def _rejection_sample(verdict: Verdict, oracle, draft_logits, draft_sampling: Sa
         o = int(rng.choice(residual.size, p=residual))
         verdict.accepted = i
         verdict.record = _record(scores, checked, i, o)
-        if oracle.is_eos(o):
+        if is_eos(oracle, o):
             verdict.oracle_eos = True
         else:
             verdict.oracle.append(o)
@@ -143,7 +150,7 @@ def _rejection_sample(verdict: Verdict, oracle, draft_logits, draft_sampling: Sa
         return  # the accepted draft ended with EOS, or no token fits after it
     q = sampling_distribution(scores.rows[len(checked)], sampling)
     o = int(rng.choice(q.size, p=q))
-    if oracle.is_eos(o):
+    if is_eos(oracle, o):
         verdict.oracle_eos = True
     else:
         verdict.oracle.append(o)
