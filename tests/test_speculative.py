@@ -54,6 +54,19 @@ def test_speculative_greedy_equals_the_oracle_alone_exactly(noise, step):
         assert base.twice == oracle.twice == 0
 
 
+@pytest.mark.parametrize("max_new", [1, 2, 5, 7])
+def test_speculative_stops_at_max_new_tokens_and_at_stop_strings(max_new):
+    base, oracle = pair(1.0)
+    alone = oracle.greedy(oracle.tokenize(PROMPT, add_bos=True), 40)
+    trace = run(base, oracle, policy="speculative", step_size=4, max_new_tokens=max_new)
+    assert trace.token_ids == alone[:max_new] and trace.finish_reason == "length"
+    text = oracle.detokenize(alone).decode()
+    stop = text[9:11]
+    for policy in (dict(policy="speculative", step_size=4), dict(policy="verify", c=100, k=3, step_size=4)):
+        trace = run(base, oracle, policy=policy.pop("policy"), max_new_tokens=40, stop=(stop,), **policy)
+        assert trace.finish_reason == "stop" and trace.result == text[: text.index(stop)]
+
+
 def test_verify_top1_k1_unlimited_equals_the_oracle_alone():
     base, oracle = pair(1.0)
     trace = run(base, oracle, policy="verify", c=10_000, k=1, step_size=5, max_new_tokens=80)

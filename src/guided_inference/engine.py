@@ -195,6 +195,15 @@ def guided_generate(
             token_stats.append(stats)
         return False
 
+    def roll_back(cut: int, record: dict) -> None:
+        """Forget everything from generated position ``cut`` on (a check rejected it)."""
+        rejections.append({**record, "position": cut})
+        text.truncate(cut)
+        del shared[n_prompt + cut:]
+        history.truncate(cut)
+        if token_stats is not None:
+            token_stats[:] = [st for st in token_stats if st.position < cut]
+
     while text.n_tokens < config.max_new_tokens:
         remaining = config.max_new_tokens - text.n_tokens
         room = min((r for r in (readers[BASE].room(), readers[ORACLE].room()) if r is not None), default=None)
@@ -234,19 +243,12 @@ def guided_generate(
                 meter.scored(verdict.scores, context)
                 checked += len(verdict.checked)
                 if verdict.cut:
-                    cut = start + verdict.accepted
-                    rejections.append({**verdict.record, "position": cut})
-                    text.truncate(cut)
-                    del shared[n_prompt + cut:]
-                    history.truncate(cut)
-                    if token_stats is not None:
-                        token_stats[:] = [st for st in token_stats if st.position < cut]
+                    roll_back(start + verdict.accepted, verdict.record)
                 if verdict.oracle or verdict.cut and not verdict.oracle_eos:
                     # the oracle writes from the cut (or its bonus token) as a consult; no token from the
                     # pass (an HTTP oracle at temperature > 0): it generates them
                     pending, state["fired"] = (verdict.oracle, verdict.oracle_eos), "check"
-                    continue
-                if verdict.oracle_eos:
+                elif verdict.oracle_eos:
                     meter[ORACLE].written += 1
                     finish = "eos"  # the oracle ends the text where it checked: no consult, no more calls
                     break
@@ -254,6 +256,8 @@ def guided_generate(
         if config.stop and text.cut_at_stop(config.stop):
             finish = "stop"
             break
+        if state["fired"] == "check":
+            continue  # the oracle writes next; a base EOS after the cut was rejected with it
         if chunk.eos:
             finish = "eos"
             break
