@@ -93,10 +93,11 @@ class Replayed:
 
 def verify_rejects(rec: Recorded, config) -> np.ndarray:
     """[n] where verify's check rejects the base's token: the rule of ``engine._verify``
-    (oracle top-1 differs; with a threshold t: the oracle's probability of the token < t)."""
+    (oracle top-1 differs; with a cut-off t, ``config.cut_threshold``: the oracle's
+    probability of the token < t)."""
     if rec.oracle_top1 is None:
         raise GuidedError("replaying verify needs the oracle's scores (teacher-force with the oracle)")
-    t = config.threshold
+    t = config.cut_threshold
     return rec.oracle_top1 != rec.ids if t is None else rec.oracle_p < t
 
 
@@ -172,8 +173,8 @@ def check_calibratable(config) -> None:
     if not spec.calibrate:
         raise ConfigError(f"calibrate supports {', '.join(calibratable())}, got --policy {config.policy!r}")
     if config.consult_mode == "verify" and config.policy != "verify":
-        raise ConfigError(f"calibrate --consult verify is only for --policy verify: the engine reads --threshold "
-                          f"as verify's cutoff too, got --policy {config.policy!r}")
+        raise ConfigError(f"calibrate --consult verify is only for --policy verify (a gated check is not "
+                          f"calibrated yet), got --policy {config.policy!r}")
 
 
 def threshold_candidates(config, recs: list[Recorded]) -> np.ndarray:

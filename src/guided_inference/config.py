@@ -71,6 +71,15 @@ class GenerationConfig:
     no model call after an EOS or a stop string, and none past a model's context.
     Policy parameters are validated by the policy that reads them (``policies.py``),
     so a bad one fails here, at construction, with one line.
+
+    Verify consults: ``c`` counts takeovers (cuts), not checks; once it is spent the base
+    writes unchecked (``Trace.unchecked_tokens``). Where a step is cut is decided by
+    ``verify_threshold`` (None: the oracle's top-1 differs from the base's token; t: the
+    oracle gives the base's token probability < t), apart from ``threshold``, which gates
+    signal policies (``--policy entropy --consult verify``). Backward compatible: for
+    ``--policy verify`` (which has no gate), ``threshold`` is still accepted and means the
+    cut-off, as in results files written before ``verify_threshold`` existed; giving both
+    is refused. ``speculative`` ignores ``c`` and ``k`` (``policies.py``).
     """
 
     c: int = option(5, "max consults of the oracle (budget)")
@@ -92,6 +101,9 @@ class GenerationConfig:
     varentropy_threshold: float = option(5.0, "entropix: varentropy above which varentropy counts as high")
     cooldown: int = option(10, "base tokens after a consult before a signal policy may fire again")
     consult: str | None = option(None, "how a consult works: takeover or verify (default: the policy's)")
+    verify_threshold: float | None = option(
+        None, "verify consults: cut where p_oracle(base token) < this (default: where the oracle's top-1 differs); "
+              "apart from the gating policy's --threshold (for --policy verify, --threshold still means this)")
     router: str | None = option(None, "learned: router JSON file (guided router fit)")
     router_sha256: str | None = option(None, "learned: sha256 of the router file (filled in when loaded)")
     threshold_source: str = option("default", "where the threshold came from: default, flag, calibration file")
@@ -122,6 +134,25 @@ class GenerationConfig:
                 f"policy must be one of {', '.join(sorted(POLICIES))}, got {self.policy!r}"
             )
         POLICIES[self.policy].check(self)
+        self._check_verify()
+
+    def _check_verify(self) -> None:
+        v = self.verify_threshold
+        if v is not None:
+            check_float("verify_threshold", v, 0.0, 1.0)
+        if self.policy == "speculative":
+            if v is not None:
+                raise ConfigError("verify_threshold is not a parameter of speculative (exact: the top-1 rule at "
+                                  f"oracle temperature 0, rejection sampling above), got {v!r}")
+            if self.consult not in (None, "verify"):
+                raise ConfigError(f"speculative checks every draft: consult must be verify (or unset) for "
+                                  f"speculative, got {self.consult!r}")
+        elif v is not None and self.consult_mode != "verify":
+            raise ConfigError(f"verify_threshold applies to verify consults (--consult verify), not to policy "
+                              f"{self.policy} with consult {self.consult_mode}, got {v!r}")
+        if self.policy == "verify" and v is not None and self.threshold is not None:
+            raise ConfigError(f"give threshold or verify_threshold for verify, not both (for policy verify both "
+                              f"mean the cut-off), got threshold {self.threshold!r} and verify_threshold {v!r}")
 
     @property
     def base_sampling(self) -> SamplingConfig:
@@ -143,6 +174,14 @@ class GenerationConfig:
         from .policies import POLICIES
 
         return self.threshold if self.threshold is not None else POLICIES[self.policy].defaults.get("threshold")
+
+    @property
+    def cut_threshold(self) -> float | None:
+        """The verify cut-off (None: the top-1 rule). For ``--policy verify`` an unset
+        ``verify_threshold`` falls back to ``threshold`` (backward compatible)."""
+        if self.policy == "verify" and self.verify_threshold is None:
+            return self.threshold
+        return self.verify_threshold
 
     def params(self) -> dict:
         """The config as a plain JSON-ready dict (recorded with every result)."""

@@ -10,14 +10,20 @@ The loop, top to bottom:
      consult, the oracle writes up to k tokens. No: the base writes up to step_size
      tokens; a per-token policy can cut that step short, and the consult then starts
      at exactly that token.
-  3. Verify consults (how): after a base step the oracle scores it in one batch; at
-     its first disagreement the step is cut there and the oracle writes from there.
+  3. Verify consults (how): after a base step the oracle scores it, its EOS included, in
+     one batch (``checking.py``); at its first disagreement the step is cut there and the
+     oracle writes from there, its first token(s) taken from that scoring pass. ``c``
+     counts takeovers; once spent, the base writes unchecked (``unchecked_tokens``).
+     ``speculative`` checks every draft of ``step_size`` tokens, ignores ``c`` and ``k``,
+     and writes one oracle token per check (the correction at the cut, or the bonus
+     token after a fully accepted draft): its output follows the oracle's distribution.
   4. Each model's backend evaluates only the tokens it has not seen (its own KV
      cache), so a handoff costs a catch-up of the other model's new tokens.
   5. Stop at EOS from either model, at a stop string, at max_new_tokens, or when a
      model's context is full; no model is called after that.
 The generated text lives in one ``Transcript``, whose methods keep the accounting
-invariants (transcript.py).
+invariants (transcript.py). Every request is counted into the trace's ``cost`` record
+(``_Meter``, ``trace.CostMeter``).
 """
 from __future__ import annotations
 
@@ -32,7 +38,8 @@ from .features import History
 from .prompts import prompt_ids
 from .policies import POLICIES, DecisionPoint, Policy, backend_abilities, make_policy
 from .stats import StepStats
-from .trace import BASE, ORACLE, Timings, Trace
+from .checking import check_step
+from .trace import BASE, ORACLE, CostMeter, Timings, Trace
 from .transcript import Transcript
 
 # How a problem's generators derive from the run seed; recorded in every results line.
@@ -117,6 +124,11 @@ def check_abilities(config: GenerationConfig, policy: Policy, base: Backend, ora
         if handoff != "tokens":
             raise BackendError(f"consult 'verify' needs a base and oracle with one tokenizer; {base.name!r} and "
                                f"{oracle.name!r} hand off text")
+    if config.policy == "speculative" and not config.oracle_sampling.greedy:
+        for b in (base, oracle):
+            if not getattr(b, "full_logits", False):
+                raise BackendError(f"speculative at oracle temperature > 0 needs full next-token distributions, "
+                                   f"which backend {b.name!r} does not provide (use oracle_temperature 0)")
 
 
 def guided_generate(
@@ -136,6 +148,9 @@ def guided_generate(
     check_abilities(config, policy, base, oracle, handoff)
     policy_rng, base_rng, oracle_rng = (np.random.default_rng(s) for s in seed_sequence(config.seed, seed_key).spawn(3))
     verify = config.consult_mode == "verify"
+    speculative = config.policy == "speculative"
+    # speculative drafts with the oracle's sampling: the same transform on both (its acceptance rule needs p and q).
+    draft_sampling = config.oracle_sampling if speculative else config.base_sampling
     t0 = time.perf_counter()
 
     # 1. Prompt and handoff mode.
@@ -143,10 +158,13 @@ def guided_generate(
     readers = {BASE: _Reader(base, prompt, shared), ORACLE: _Reader(oracle, prompt, shared)}
     n_prompt = len(shared) if shared is not None else 0
     timings, text, history = Timings(), Transcript(), History()
+    meter = _Meter(readers, timings)
     state = {"fired": None, "last_consult_end": None, "gate": False}
     token_stats: list = [] if config.save_stats else None
     first_id = len(readers[BASE].ids)  # the base's token ids of the generated text start here
     rejections: list[dict] = []
+    pending = ([], False)  # (tokens, then EOS?) from a check's scoring pass: they open the next consult
+    checked = unchecked = 0
     finish = "length"
 
     def point(stats=None, written=()) -> DecisionPoint:
@@ -180,6 +198,15 @@ def guided_generate(
             token_stats.append(stats)
         return False
 
+    def roll_back(cut: int, record: dict) -> None:
+        """Forget everything from generated position ``cut`` on (a check rejected it)."""
+        rejections.append({**record, "position": cut})
+        text.truncate(cut)
+        del shared[n_prompt + cut:]
+        history.truncate(cut)
+        if token_stats is not None:
+            token_stats[:] = [st for st in token_stats if st.position < cut]
+
     while text.n_tokens < config.max_new_tokens:
         remaining = config.max_new_tokens - text.n_tokens
         room = min((r for r in (readers[BASE].room(), readers[ORACLE].room()) if r is not None), default=None)
@@ -192,36 +219,51 @@ def guided_generate(
         consult = fired is not None or (not verify and not policy.per_token and may_fire(point()))
         if consult:
             text.start_consult(fired.to_dict() if isinstance(fired, StepStats) else None)
-            n = min(config.k, limit)
+            n = 1 if speculative else min(config.k, limit)
             if policy.consult_tokens is not None:  # prefix: the oracle stops at the m-th token
                 n = min(n, policy.consult_tokens(text.n_tokens))
-            chunk = readers[ORACLE].backend.generate(readers[ORACLE].context(), n,
-                                                     config.oracle_sampling, oracle_rng, position=text.n_tokens)
-            timings.oracle.add(chunk)
+            chunk = _oracle_writes(readers[ORACLE], pending[0], pending[1], meter, text.n_tokens, n, limit, config,
+                                   oracle_rng)
+            pending = ([], False)
             _record(text, readers, ORACLE, chunk, shared, handoff)
             state["last_consult_end"] = text.n_tokens
         else:
             wants_hook = token_stats is not None or (policy.per_token and len(text.cheat_positions) < config.c)
             start = text.n_tokens
             state["gate"] = verify and not policy.per_token and may_fire(point())
-            chunk = readers[BASE].backend.generate(readers[BASE].context(), min(config.step_size, limit),
-                                                   config.base_sampling, base_rng, hook if wants_hook else None,
-                                                   position=start)
-            timings.base.add(chunk)
+            keep_logits = speculative and not config.oracle_sampling.greedy
+            chunk = meter.generate(BASE, readers[BASE].context(), min(config.step_size, limit), draft_sampling,
+                                   base_rng, hook if wants_hook else None, start, keep_logits)
             _record(text, readers, BASE, chunk, shared, handoff)
-            # 3. Verify: the oracle checks the step; at its first disagreement, cut and take over.
-            if verify and state["gate"] and chunk.tokens and len(text.cheat_positions) < config.c:
-                cut = _verify(text, readers, config, chunk, start, timings, rejections, shared)
-                if cut is not None:
-                    history.truncate(cut)
-                    if token_stats is not None:
-                        token_stats[:] = [st for st in token_stats if st.position < cut]
-                    state["fired"] = "verify"
-                    continue  # the oracle writes from the cut; the base's EOS (if any) was after it
+            # 3. Verify: the oracle checks the step (its EOS included); at a cut the oracle writes on.
+            n_step = len(chunk.tokens) + (chunk.eos_token is not None)  # an EOS of unknown id is not checked
+            if verify and n_step and not (speculative or len(text.cheat_positions) < config.c):
+                unchecked += n_step  # the budget is spent: the base writes unchecked
+            elif verify and n_step and (speculative or state["gate"]):
+                context = shared[: len(shared) - len(chunk.tokens)]
+                verdict = check_step(readers[ORACLE].backend, context, chunk.tokens, chunk.eos_token,
+                                     rule="speculative" if speculative else "verify",
+                                     threshold=config.cut_threshold, sampling=config.oracle_sampling,
+                                     rng=oracle_rng, k=config.k, limit=limit, draft_logits=chunk.logits,
+                                     draft_sampling=draft_sampling)
+                meter.scored(verdict.scores, context)
+                checked += len(verdict.checked)
+                if verdict.cut:
+                    roll_back(start + verdict.accepted, verdict.record)
+                if verdict.oracle or verdict.cut and not verdict.oracle_eos:
+                    # the oracle writes from the cut (or its bonus token) as a consult; no token from the
+                    # pass (an HTTP oracle at temperature > 0): it generates them
+                    pending, state["fired"] = (verdict.oracle, verdict.oracle_eos), "check"
+                elif verdict.oracle_eos:
+                    meter[ORACLE].written += 1
+                    finish = "eos"  # the oracle ends the text where it checked: no consult, no more calls
+                    break
         # 5. Stop conditions: a stop string first (a chunk can hold one and end with EOS).
         if config.stop and text.cut_at_stop(config.stop):
             finish = "stop"
             break
+        if state["fired"] == "check":
+            continue  # the oracle writes next; a base EOS after the cut was rejected with it
         if chunk.eos:
             finish = "eos"
             break
@@ -231,6 +273,7 @@ def guided_generate(
     timings.generation_s = time.perf_counter() - t0
     segments = text.segments()
     n = text.n_tokens
+    rejected = sum(r["rejected"] for r in rejections)
     return Trace(
         result="".join(s.output for s in segments),
         interleaved_outputs=segments,
@@ -244,11 +287,63 @@ def guided_generate(
         token_ids=text.token_ids() if shared is not None else None,
         consult_stats=list(text.consult_stats),
         seed_key=seed_key,
-        rejected_tokens=sum(r["rejected"] for r in rejections),
+        rejected_tokens=rejected,
         verify=rejections if verify else None,
         token_stats=_stats_arrays(token_stats, n) if token_stats is not None else None,
         n_support=_n_support(token_stats, text.consult_stats),
+        checked_tokens=checked if verify else None,
+        unchecked_tokens=unchecked if verify else None,
+        cost={BASE: meter[BASE].record(text.tokens_of(BASE), rejected),
+              ORACLE: meter[ORACLE].record(text.tokens_of(ORACLE), 0)},
     )
+
+
+class _Meter:
+    """Each model's requests, timed and counted into its ``CostMeter`` (the trace's cost record)."""
+
+    def __init__(self, readers: dict, timings: Timings):
+        self.readers, self.timings = readers, timings
+        self.costs = {name: CostMeter() for name in readers}
+        # each model's prompt length in its own tokens (splits prompt reads from catch-up)
+        self.n_prompt = {name: len(r.ids) if r.backend.token_ids else None for name, r in readers.items()}
+
+    def __getitem__(self, name: str) -> CostMeter:
+        return self.costs[name]
+
+    def generate(self, name: str, context, max_tokens: int, sampling, rng, hook, position: int,
+                 keep_logits: bool = False) -> Chunk:
+        backend = self.readers[name].backend
+        kw = {"keep_logits": True} if keep_logits else {}
+        chunk = backend.generate(context, max_tokens, sampling, rng, hook, position=position, **kw)
+        getattr(self.timings, name).add(chunk)
+        self.costs[name].request(chunk.usage, n_prompt=self.n_prompt[name],
+                                 context_len=len(context) if backend.token_ids else None,
+                                 decoded=chunk.decode_tokens, seconds=chunk.prefill_s + chunk.decode_s)
+        self.costs[name].written += (len(chunk.tokens) + bool(chunk.eos)) if backend.token_ids else chunk.decode_tokens
+        return chunk
+
+    def scored(self, scores, context) -> None:
+        self.timings.oracle.prefill_tokens += scores.prefill_tokens
+        self.timings.oracle.prefill_s += scores.prefill_s
+        self.costs[ORACLE].request(scores.usage, n_prompt=self.n_prompt[ORACLE], context_len=len(context),
+                                   decoded=0, seconds=scores.prefill_s)
+
+
+def _oracle_writes(reader: _Reader, first: list[int] | None, first_eos: bool, meter: _Meter, position: int,
+                   n: int, limit: int, config: GenerationConfig, rng) -> Chunk:
+    """One consult's oracle chunk: up to ``n`` tokens, starting with ``first`` (tokens a check's
+    scoring pass already chose: written, not decoded), then generated."""
+    first = list(first or [])[:n]
+    if first_eos and len(first) == n:
+        first_eos = False  # the EOS fell past what this consult may write
+    meter[ORACLE].written += len(first) + first_eos
+    if first_eos or len(first) == n:
+        return Chunk(tokens=first, eos=first_eos)
+    chunk = meter.generate(ORACLE, list(reader.context()) + first, min(n, limit) - len(first), config.oracle_sampling,
+                           rng, None, position + len(first))
+    if first:
+        chunk = Chunk(tokens=first + chunk.tokens, eos=chunk.eos, eos_token=chunk.eos_token)
+    return chunk
 
 
 def _record(text: Transcript, readers: dict, source: str, chunk: Chunk, shared, handoff: str) -> None:
@@ -272,28 +367,6 @@ def _record(text: Transcript, readers: dict, source: str, chunk: Chunk, shared, 
             r.unread += data
         else:
             r.own_text += data
-
-
-def _verify(text, readers, config, chunk, start, timings, rejections, shared) -> int | None:
-    """Score the base's step with the oracle; on a disagreement at step index j, cut the
-    transcript (and the shared ids) to start + j and return that position."""
-    oracle = readers[ORACLE].backend
-    context = shared[: len(shared) - len(chunk.tokens)]
-    scores = oracle.score(context, chunk.tokens)
-    timings.oracle.prefill_tokens += scores.prefill_tokens
-    timings.oracle.prefill_s += scores.prefill_s
-    t = config.threshold
-    bad = (scores.top1 != np.asarray(chunk.tokens)) if t is None else (np.exp(scores.logprobs) < t)
-    hits = np.flatnonzero(bad)
-    if hits.size == 0:
-        return None
-    j = int(hits[0])
-    cut = start + j
-    rejections.append({"position": cut, "rejected": len(chunk.tokens) - j, "base_token": int(chunk.tokens[j]),
-                       "oracle_token": int(scores.top1[j]), "oracle_p_base": float(np.exp(scores.logprobs[j]))})
-    text.truncate(cut)
-    del shared[len(shared) - (len(chunk.tokens) - j):]
-    return cut
 
 
 def _stats_arrays(stats: list, n: int) -> dict:

@@ -240,11 +240,18 @@ POLICIES: dict[str, PolicySpec] = {s.name: s for s in [
                "base statistics + text", ("stats",), reference="Speculative Thinking; STEER, SMART",
                describe="at a step boundary (a line after a blank line, or opening 'Step N', 'N.', '-'), if the "
                         "step's mean token probability < threshold (1 = every boundary)", calibrate="threshold"),
-    PolicySpec("verify", _verify, ("threshold",), {"threshold": None},
+    PolicySpec("verify", _verify, ("threshold", "verify_threshold"), {"threshold": None},
                (0.0, 1.0), "oracle scores", ("score",), consult="verify",
                reference="BiLD rollback (Kim et al. 2023); SpecReason", calibrate="threshold",
                describe="after each base step the oracle checks it; takeover at its first disagreement "
-                        "(top-1 differs, or with threshold t: p_oracle(base token) < t)"),
+                        "(top-1 differs, or with threshold t: p_oracle(base token) < t; --threshold and "
+                        "--verify_threshold both set t); c counts takeovers"),
+    PolicySpec("speculative", lambda c: Policy("speculative", lambda point, rng: True), ("step_size",), {}, None,
+               "oracle scores", ("score",), consult="verify",
+               reference="speculative decoding (Leviathan et al. 2023; Chen et al. 2023)",
+               describe="exact speculative decoding: the base drafts step_size tokens, the oracle checks every "
+                        "draft (c and k do not apply); top-1 rule with correction and bonus token at oracle "
+                        "temperature 0, rejection sampling above: the output follows the oracle's distribution"),
     PolicySpec("learned", _learned, ("router", "threshold", "cooldown"), {"threshold": 0.5}, (0.0, 1.0),
                "base statistics + router", ("stats",), reference="cheap version of R2R / CITER / Co-LLM routers",
                describe="router probability (logistic regression on base features) > threshold",

@@ -6,12 +6,85 @@ evaluation stores per problem. Field names follow the original tool
 ``total_tokens_generated``) so its stats scripts still read our files.
 
 Invariant: ``"".join(s.output for s in segments) == result`` exactly.
+
+``Trace.cost`` is what the generation cost, per model (``{"base": {...}, "oracle": {...}}``,
+keys ``COST_KEYS``, counted by ``CostMeter``); a count a backend cannot know (HTTP, text
+handoff) is None, never 0. Traces written before it existed have ``cost`` None.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
 BASE, ORACLE = "base", "oracle"
+
+COST_KEYS = ("calls", "requests", "read_prompt", "read_catchup", "read_check", "decoded", "evaluated",
+             "written", "kept", "rejected", "context_tokens", "batches", "seconds")
+
+
+def _plus(a, b):
+    return None if a is None or b is None else a + b
+
+
+@dataclass
+class CostMeter:
+    """One model's cost in one generation, counted request by request (``Trace.cost``).
+
+    Per model: ``calls`` forward calls (one per batch of up to n_batch tokens); ``requests``
+    generate or score calls; tokens through the forward pass, each counted once:
+    ``read_prompt`` (the prompt), ``read_catchup`` (text the other model wrote, this model's
+    own tokens taken from a scoring pass, and any re-evaluation), ``read_check`` (tokens
+    teacher-forced by a check), ``decoded`` (evaluated one at a time right after this model
+    sampled them); ``evaluated`` their sum; ``written`` tokens it produced (a sampled EOS
+    counts one; for the oracle, tokens taken from a scoring pass count though not decoded),
+    ``kept`` those in the result, ``rejected`` those a check discarded (written - kept -
+    rejected = a final EOS plus tokens after a stop string); ``context_tokens`` the context
+    length sent, summed over requests; ``batches`` [n_tokens, n_logit_rows, count] over
+    forward calls; ``seconds`` wall time in its requests. Unknown (no ``Usage`` from the
+    backend, or a text context): None.
+    """
+
+    calls: int | None = 0
+    requests: int = 0
+    read_prompt: int | None = 0
+    read_catchup: int | None = 0
+    read_check: int | None = 0
+    decoded: int | None = 0
+    written: int = 0
+    context_tokens: int | None = 0
+    batches: dict | None = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def request(self, usage, *, n_prompt: int | None, context_len: int | None, decoded: int | None,
+                seconds: float) -> None:
+        """Count one request. ``usage``: the backend's ``Usage`` or None (then only what the
+        engine knows: ``decoded`` as the reply reported it, the context length, the time)."""
+        self.requests += 1
+        self.seconds += seconds
+        self.context_tokens = _plus(self.context_tokens, context_len)
+        if usage is None or n_prompt is None:
+            self.calls = self.read_prompt = self.read_catchup = self.read_check = self.batches = None
+            self.decoded = _plus(self.decoded, decoded if usage is None else usage.decoded)
+            return
+        prompt = max(0, min(n_prompt - usage.read_from, usage.read))  # reads below n_prompt are the prompt
+        self.read_prompt = _plus(self.read_prompt, prompt)
+        self.read_catchup = _plus(self.read_catchup, usage.read - prompt)
+        self.read_check = _plus(self.read_check, usage.check)
+        self.decoded = _plus(self.decoded, usage.decoded)
+        self.calls = _plus(self.calls, usage.calls)
+        if self.batches is not None:
+            for shape, count in usage.batches.items():
+                self.batches[shape] = self.batches.get(shape, 0) + count
+
+    def record(self, kept: int, rejected: int) -> dict:
+        """The cost record of this model: exactly ``COST_KEYS``."""
+        evaluated = None
+        if None not in (self.read_prompt, self.read_catchup, self.read_check, self.decoded):
+            evaluated = self.read_prompt + self.read_catchup + self.read_check + self.decoded
+        batches = None if self.batches is None else [[n, r, c] for (n, r), c in sorted(self.batches.items())]
+        return {"calls": self.calls, "requests": self.requests, "read_prompt": self.read_prompt,
+                "read_catchup": self.read_catchup, "read_check": self.read_check, "decoded": self.decoded,
+                "evaluated": evaluated, "written": self.written, "kept": kept, "rejected": rejected,
+                "context_tokens": self.context_tokens, "batches": batches, "seconds": round(self.seconds, 6)}
 
 
 @dataclass
@@ -58,8 +131,11 @@ class Trace:
     token_ids: list[int] | None = None  # generated ids (token handoff only)
     consult_stats: list[dict | None] = field(default_factory=list)  # base stats where each consult began
     seed_key: str | None = None  # per-problem key of the random streams (engine.seed_sequence)
-    rejected_tokens: int = 0  # verify: base tokens the oracle rejected (discarded, never in result)
-    verify: list[dict] | None = None  # verify: per consult {position, rejected, base_token, oracle_token, oracle_p_base}
+    rejected_tokens: int = 0  # verify: base tokens the oracle rejected (discarded, never in result; an EOS counts)
+    verify: list[dict] | None = None  # verify: per cut {position, rejected, base_token, oracle_token, oracle_p_base}
+    checked_tokens: int | None = None  # verify: base tokens the oracle checked (a checked EOS counts); None: takeover
+    unchecked_tokens: int | None = None  # verify: base tokens written after the budget c ran out (EOS counts)
+    cost: dict | None = None  # {"base": {...}, "oracle": {...}}, keys COST_KEYS (CostMeter); None: older trace
     token_stats: dict | None = None  # --save_stats: per generated position, the base's statistics (None: oracle)
     n_support: int | None = None  # probabilities the statistics were computed over (vocabulary, or top-N over HTTP)
 

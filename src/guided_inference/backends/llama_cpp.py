@@ -23,6 +23,7 @@ class LlamaCppBackend:
     has_stats = True
     token_ids = True
     can_score = True
+    full_logits = True  # generate(keep_logits=True), score(keep_rows=True): speculative sampling
     concurrent = False  # one KV cache: one sequence at a time
 
     def __init__(self, path: str, *, name: str | None = None, model_id: str | None = None,
@@ -64,11 +65,12 @@ class LlamaCppBackend:
 
     def generate(self, context: list[int], max_tokens: int, sampling: SamplingConfig,
                  rng: np.random.Generator, stop_before: StopBefore | None = None,
-                 position: int = 0) -> Chunk:
-        return generate_from_logits(self, context, max_tokens, sampling, rng, stop_before, position)
+                 position: int = 0, keep_logits: bool = False) -> Chunk:
+        return generate_from_logits(self, context, max_tokens, sampling, rng, stop_before, position, keep_logits)
 
-    def score(self, context: list[int], tokens: list[int], *, with_stats: bool = False) -> Scores:
-        return score_from_logits(self, context, tokens, with_stats=with_stats)
+    def score(self, context: list[int], tokens: list[int], *, with_stats: bool = False,
+              keep_rows: bool = False) -> Scores:
+        return score_from_logits(self, context, tokens, with_stats=with_stats, keep_rows=keep_rows)
 
     def is_eos(self, token: int) -> bool:
         return self._llama_cpp.llama_vocab_is_eog(self._vocab, token)
@@ -78,6 +80,11 @@ class LlamaCppBackend:
         return sync(self, context)
 
     # --- CachedModel (cached.py) ---------------------------------------------
+    @property
+    def n_batch(self) -> int:
+        """Tokens per llama_decode call (``evaluate`` splits longer inputs): the cost record's unit."""
+        return self.llm.n_batch
+
     def held(self):
         return self.llm.input_ids[: self.llm.n_tokens]
 

@@ -29,6 +29,15 @@ Optional ability, declared by ``can_score``: ``score(context, tokens)`` teacher-
 log-probability of the given token and the model's top-1). The verify consult and
 the divergence study use it; a backend without it is refused at start.
 
+Optional ability, declared by ``full_logits`` (cached backends): ``generate(...,
+keep_logits=True)`` returns the logits each token was sampled from (``Chunk.logits``),
+and ``score(..., keep_rows=True)`` returns the teacher-forced logits rows
+(``Scores.rows``); speculative decoding at temperature > 0 needs both.
+
+Cost: a backend that counts its work fills ``Chunk.usage`` / ``Scores.usage`` (a
+``Usage``: forward calls, tokens evaluated by kind, batch shapes); one that cannot
+(HTTP, Bedrock) leaves it None, and the trace's cost record then says "unknown".
+
 Backends that hold a KV cache and expose logits implement the smaller helper
 protocol of ``cached.py`` and get ``generate``/``score`` from it.
 """
@@ -49,6 +58,26 @@ class BackendError(GuidedError):
 
 
 @dataclass
+class Usage:
+    """The work one request cost a backend that holds its own KV cache, counted where the
+    forward calls happen (``cached.py``). Every token fed to the model is in exactly one of
+    ``read`` (context it had not evaluated: prompt, catch-up, re-evaluation), ``check``
+    (tokens teacher-forced by ``score``) and ``decoded`` (one at a time, right after being
+    sampled)."""
+
+    calls: int = 0  # forward calls: one per batch of up to n_batch tokens
+    read_from: int = 0  # cache position of the first context token evaluated (splits prompt from catch-up)
+    read: int = 0
+    check: int = 0
+    decoded: int = 0
+    batches: dict = field(default_factory=dict)  # (n_tokens, n_logit_rows) -> forward calls of that shape
+
+    @property
+    def evaluated(self) -> int:
+        return self.read + self.check + self.decoded
+
+
+@dataclass
 class Chunk:
     """What one ``generate`` call produced, with the work it took.
 
@@ -65,6 +94,9 @@ class Chunk:
     prefill_s: float = 0.0
     decode_tokens: int = 0
     decode_s: float = 0.0
+    eos_token: int | None = None  # the EOS id sampled (when eos and the backend knows it)
+    logits: list[np.ndarray] | None = None  # keep_logits=True: the logits each token (and the EOS) was drawn from
+    usage: Usage | None = None  # None: the backend does not count its work
 
 
 @dataclass
@@ -77,6 +109,9 @@ class Scores:
     stats: list[StepStats] | None = None  # [n], when asked for (with_stats=True)
     prefill_tokens: int = 0  # tokens evaluated for this call (catch-up included)
     prefill_s: float = 0.0
+    next_top1: int | None = None  # the argmax after the last token (the bonus row), where known
+    rows: np.ndarray | None = None  # keep_rows=True: [n + 1, vocab] float32 logits (row n: after every token)
+    usage: Usage | None = None
 
 
 StopBefore = Callable[[StepStats, list[int]], bool]

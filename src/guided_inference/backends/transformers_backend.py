@@ -53,7 +53,12 @@ class TransformersBackend:
     has_stats = True
     token_ids = True
     can_score = True
+    full_logits = True  # generate(keep_logits=True), score(keep_rows=True): speculative sampling
     concurrent = False  # one KV cache
+    # Cost record (cached.forward_batches): one forward pass per evaluate, whatever its
+    # length, and the LM head runs on every position it evaluates.
+    n_batch = None
+    all_logits = True
 
     def __init__(self, source: str, *, name: str | None = None, device: str = "cpu", dtype: str = "float32",
                  collect_stats: bool = True, n_threads: int | None = None):
@@ -115,11 +120,12 @@ class TransformersBackend:
 
     # --- Backend protocol: generate, score
     def generate(self, context: list[int], max_tokens: int, sampling: SamplingConfig, rng: np.random.Generator,
-                 stop_before: StopBefore | None = None, position: int = 0) -> Chunk:
-        return generate_from_logits(self, context, max_tokens, sampling, rng, stop_before, position)
+                 stop_before: StopBefore | None = None, position: int = 0, keep_logits: bool = False) -> Chunk:
+        return generate_from_logits(self, context, max_tokens, sampling, rng, stop_before, position, keep_logits)
 
-    def score(self, context: list[int], tokens: list[int], *, with_stats: bool = False) -> Scores:
-        return score_from_logits(self, context, tokens, with_stats=with_stats)
+    def score(self, context: list[int], tokens: list[int], *, with_stats: bool = False,
+              keep_rows: bool = False) -> Scores:
+        return score_from_logits(self, context, tokens, with_stats=with_stats, keep_rows=keep_rows)
 
     def sync(self, context: list[int]) -> int:
         """Make the cache hold ``context`` (cached.sync); the tokens it evaluated."""
