@@ -119,7 +119,16 @@ def test_write_atomic_leaves_the_old_file_on_failure(tmp_path):
     ({"prompt_template": "custom@y"}, "prompt_template: 'boxed-cot@x' in the file, 'custom@y' now"),
 ])
 def test_first_difference(change, expected):
-    assert first_difference(run_key(ROW1), KEY | change) == expected
+    assert first_difference(run_key(ROW1), run_key(KEY | change)) == expected
+
+
+def test_a_config_field_a_file_predates_counts_as_its_default():
+    """A line written before a GenerationConfig field existed resumes with that field at its
+    default (verify_threshold None, ngram 64), and is refused with any other value."""
+    old = ROW1 | {"config": {k: v for k, v in ROW1["config"].items() if k not in ("verify_threshold", "ngram")}}
+    assert first_difference(run_key(old), run_key(ROW1)) is None
+    changed = ROW1 | {"config": ROW1["config"] | {"ngram": 16}}
+    assert first_difference(run_key(old), run_key(changed)) == "config.ngram: 64 in the file, 16 now"
 
 
 def test_check_same_run_names_file_line_and_field(tmp_path):
