@@ -26,9 +26,10 @@ import pytest
 from conftest import run_cli
 from guided_inference.analysis.analyze import AnalyzeSettings, analyze_row, positions_of
 from guided_inference.analysis.attention_stats import FIELDS
-from guided_inference.analysis.summary import mean_ci, position_groups, summarize_groups
+from guided_inference.analysis.summary import position_groups, summarize_groups
 from guided_inference.config import GenerationConfig
 from guided_inference.engine import guided_generate
+from guided_inference.intervals import mean_ci
 from guided_inference.policies import Policy
 from guided_inference.prompts import chat_prompt
 

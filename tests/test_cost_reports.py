@@ -13,7 +13,7 @@ from guided_inference.evaluation.cost_report import cost_panels, pick_oracle
 from guided_inference.evaluation.costs import CostSettings
 from guided_inference.evaluation.html import render_html
 from guided_inference.evaluation.plots import cost_figure
-from guided_inference.evaluation.report import wilson
+from guided_inference.intervals import wilson
 from test_costs import BASE_ONLY, GUIDED, ORACLE_ONLY, PARAMS, RATES, VERIFY, cells_of, write
 
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "math500-first100"

@@ -13,8 +13,8 @@ from guided_inference.engine import guided_generate
 from guided_inference.prompts import chat_prompt
 from guided_inference.study.divergence import (divergence_row, features_from_row, label, read_divergence,
                                                statistics)
-from guided_inference.study.metrics import (auroc, average_ranks, bootstrap_ci, pooled, precision_at_share,
-                                            spearman)
+from guided_inference.intervals import bootstrap_ci
+from guided_inference.study.metrics import auroc, average_ranks, pooled, precision_at_share, spearman
 from guided_inference.study.report import KEEP, divergence_report, write_section
 from guided_inference.teacher import teacher_force
 

@@ -4,8 +4,9 @@ import os
 
 import pytest
 
+from guided_inference.atomic import write_atomic
 from guided_inference.evaluation.results import (ResultsError, ResultsFile, check_same_run, first_difference,
-                                                 read_rows, run_key, write_atomic)
+                                                 read_rows, run_key, write_rows)
 
 KEY = {"dataset": "math500", "prompt_template": "boxed-cot@x", "base_model_id": "b", "oracle_model_id": "o",
        "base_sha256": "1", "oracle_sha256": "2", "config": {"c": 5, "k": 10, "stop": []}}
@@ -102,11 +103,11 @@ def test_rewrite_is_atomic_and_keeps_the_lock(tmp_path):
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
 
 
-def test_write_atomic_leaves_the_old_file_on_failure(tmp_path):
+def test_write_rows_leaves_the_old_file_on_failure(tmp_path):
     p = tmp_path / "r.jsonl"
     p.write_text(lines(ROW1))
     with pytest.raises(TypeError):
-        write_atomic(p, [ROW2, {"bad": object()}])
+        write_rows(p, [ROW2, {"bad": object()}])
     assert p.read_text() == lines(ROW1)
     assert os.listdir(tmp_path) == ["r.jsonl"]
 
@@ -155,7 +156,7 @@ def test_rewrite_keeps_the_files_mode(tmp_path, mode):
 def test_write_atomic_of_a_new_file_gets_the_umask_mode(tmp_path):
     old = os.umask(0o027)
     try:
-        write_atomic(tmp_path / "new.jsonl", [ROW1])
+        write_atomic(tmp_path / "new.jsonl", lines(ROW1))
     finally:
         os.umask(old)
     assert os.stat(tmp_path / "new.jsonl").st_mode & 0o7777 == 0o640  # 0644 less the umask, as open() would give

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from guided_inference.config import GenerationConfig
-from guided_inference.evaluation.report import wilson
+from guided_inference.intervals import wilson
 from guided_inference.policies import DecisionPoint, make_policy
 
 N = 20_000

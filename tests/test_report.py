@@ -13,7 +13,8 @@ from guided_inference.evaluation.results import read_rows
 from report_numbers import check_compare, check_row, exact_bootstrap_quantiles, table_rows
 
 from guided_inference.evaluation.report import (compare, format_breakdown, format_comparison, format_table, latest,
-                                                 paired_bootstrap, summarize, breakdown, wilson)
+                                                 summarize, breakdown)
+from guided_inference.intervals import paired_bootstrap, wilson
 
 
 # Newcombe (1998), "Two-sided confidence intervals for the single proportion", Table I, method 3 (Wilson score).

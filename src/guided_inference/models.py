@@ -22,6 +22,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .atomic import write_atomic
 from .config import GuidedError
 
 
@@ -179,9 +180,7 @@ def file_sha256(path: Path) -> str:
         table[key] = h.hexdigest()
         try:
             memo.parent.mkdir(parents=True, exist_ok=True)
-            tmp = memo.with_suffix(".tmp")
-            tmp.write_text(json.dumps(table))
-            os.replace(tmp, memo)
+            write_atomic(memo, json.dumps(table))
         except OSError:
             pass
     return table[key]

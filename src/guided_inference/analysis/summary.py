@@ -4,46 +4,17 @@
     print(format_summary(summarize_groups(groups)))
 
 Positions of one line are not independent (one trace, one problem), so the 95% CI of a
-mean is cluster-robust with the line as cluster: SE^2 = G/(G-1) * sum_g (sum_{i in g}
-(x_i - mean))^2 / n^2 over G lines and n positions (the sandwich estimator of a mean),
-then mean +- 1.96 SE. With one position per line this is the usual SE up to G/(G-1).
-Each group reports n (positions) and its number of lines.
+mean is cluster-robust with the line as cluster (``intervals.mean_ci``). Each group
+reports n (positions) and its number of lines.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
-import numpy as np
-
-from ..evaluation.report import Z95
+from ..intervals import MeanCI, mean_ci
 from .attention_stats import FIELDS
 
 CORRECT, WRONG = "correct", "wrong"
-
-
-@dataclass(frozen=True)
-class MeanCI:
-    mean: float
-    low: float
-    high: float
-    n: int  # positions
-    lines: int  # clusters
-
-
-def mean_ci(values, clusters) -> MeanCI:
-    """Mean and cluster-robust 95% CI; NaN bounds when fewer than two lines."""
-    x = np.asarray(values, dtype=np.float64)
-    g = np.asarray(clusters)
-    if x.size == 0:
-        return MeanCI(math.nan, math.nan, math.nan, 0, 0)
-    m = float(x.mean())
-    ids, inverse = np.unique(g, return_inverse=True)
-    if ids.size < 2:
-        return MeanCI(m, math.nan, math.nan, int(x.size), int(ids.size))
-    sums = np.bincount(inverse, weights=x - m)
-    se = math.sqrt(ids.size / (ids.size - 1) * float((sums ** 2).sum())) / x.size
-    return MeanCI(m, m - Z95 * se, m + Z95 * se, int(x.size), int(ids.size))
 
 
 def position_groups(rows: list[dict]) -> dict[str, list[tuple[int, dict]]]:

@@ -15,47 +15,9 @@ Conventions:
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import numpy as np
-
-Z95 = 1.959963984540054  # two-sided 95% normal quantile
-
-
-def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (no continuity correction).
-
-    n = 0 gives (0, 1): nothing is known.
-    """
-    if n == 0:
-        return 0.0, 1.0
-    p = correct / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def paired_bootstrap(a: list[bool], b: list[bool], *, n_boot: int = 10_000, seed: int = 0,
-                     alpha: float = 0.05) -> tuple[float, float, float]:
-    """(mean(b) - mean(a), low, high): percentile bootstrap over problems, resampled in pairs.
-
-    ``a[i]`` and ``b[i]`` must be verdicts on the same problem. Deterministic for a seed.
-    """
-    if len(a) != len(b):
-        raise ValueError(f"paired samples need equal lengths, got {len(a)} and {len(b)}")
-    if not a:
-        return 0.0, 0.0, 0.0
-    d = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_boot)
-    step = max(1, 2_000_000 // d.size)  # resamples per batch: bounded memory for big n
-    for start in range(0, n_boot, step):
-        m = min(step, n_boot - start)
-        means[start:start + m] = d[rng.integers(0, d.size, size=(m, d.size))].mean(axis=1)
-    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    return float(d.mean()), float(low), float(high)
+from ..intervals import paired_bootstrap, wilson
 
 
 def latest(rows: list[dict]) -> list[dict]:
@@ -165,6 +127,20 @@ def format_table(summaries: list[Summary], header: tuple[str, ...] = TABLE_HEADE
     widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(header)]
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, body)])
+
+
+SWEEP_HEADER = ("k", "c", "policy", "n", "accuracy", "95% CI", "oracle share", "tokens", "trunc")
+
+
+def sweep_table(results: list[tuple]) -> str:
+    """The original tool's table (k, c, accuracy) with n, CI and oracle share, from (``sweep.SweepPoint``,
+    Summary) pairs; baselines as 0/0 and inf/inf."""
+    body = []
+    for point, s in results:
+        k, c = {"base": ("0", "0"), "oracle": ("∞", "∞")}.get(point.kind, (str(point.k), str(point.c)))
+        body.append((k, c, point.policy, str(s.n), pct(s.accuracy), f"{pct(s.ci_low)}-{pct(s.ci_high)}",
+                     pct(s.oracle_share), f"{s.mean_tokens:.0f}", pct(s.truncated)))
+    return format_table([], header=SWEEP_HEADER, rows=body)
 
 
 def format_breakdown(rows: list[dict], key: str) -> str:

@@ -23,11 +23,10 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import stat
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..atomic import write_atomic
 from ..config import GuidedError
 
 # What must agree between a file's lines and the run appending to it.
@@ -103,7 +102,7 @@ class ResultsFile:
 
     def rewrite(self, rows: list[dict]) -> None:
         """Replace the file's content with ``rows`` atomically; keep holding the lock."""
-        write_atomic(self.path, rows)
+        write_rows(self.path, rows)
         self.dropped_bytes = 0
         os.close(self.fd)
         self.fd = _open_locked(self.path)
@@ -131,35 +130,10 @@ def _open_locked(path: Path) -> int:
     return fd
 
 
-def write_atomic(path: Path, rows: list[dict]) -> None:
-    """Replace ``path`` with ``rows`` (temp file, fsync, rename), keeping the file's permissions.
-
-    ``mkstemp`` creates its file 0600; the replacement takes the old file's mode, or for
-    a new file what ``open`` would have given it (0644 less the umask).
-    """
-    mode = _mode_for(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            for row in rows:
-                f.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _mode_for(path: Path) -> int:
-    try:
-        return stat.S_IMODE(os.stat(path).st_mode)
-    except FileNotFoundError:
-        umask = os.umask(0o022)  # read it (there is no getter before Python 3.13), then put it back
-        os.umask(umask)
-        return 0o644 & ~umask
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """Replace ``path`` with ``rows``, one JSON line each, atomically (``atomic.write_atomic``:
+    temp file, fsync, rename; the file's permissions kept)."""
+    write_atomic(path, b"".join((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8") for row in rows))
 
 
 def run_key(row: dict) -> dict:

@@ -1,4 +1,4 @@
-"""A grid of budgets, each run into its own results file, then the original tool's table and a plot.
+"""A grid of budgets, each run into its own results file (the table: ``report.sweep_table``).
 
     guided sweep --c 0,5,10,20,50 --k 5,10 --policy random --dataset math500 --num_samples 100 --out_dir DIR
 
@@ -12,8 +12,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-
-from .report import Summary, format_table, pct
 
 
 @dataclass(frozen=True)
@@ -47,16 +45,3 @@ def run_name(dataset: str, base: str, oracle: str, policy: str, c: int, k: int,
     if shard:
         name += f"_shard{shard[0]}of{shard[1]}"
     return name + ".jsonl"
-
-
-SWEEP_HEADER = ("k", "c", "policy", "n", "accuracy", "95% CI", "oracle share", "tokens", "trunc")
-
-
-def sweep_table(results: list[tuple[SweepPoint, Summary]]) -> str:
-    """The original tool's table (k, c, accuracy) with n, CI and oracle share; baselines as 0/0 and inf/inf."""
-    body = []
-    for point, s in results:
-        k, c = {"base": ("0", "0"), "oracle": ("∞", "∞")}.get(point.kind, (str(point.k), str(point.c)))
-        body.append((k, c, point.policy, str(s.n), pct(s.accuracy), f"{pct(s.ci_low)}-{pct(s.ci_high)}",
-                     pct(s.oracle_share), f"{s.mean_tokens:.0f}", pct(s.truncated)))
-    return format_table([], header=SWEEP_HEADER, rows=body)

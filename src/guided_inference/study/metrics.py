@@ -1,10 +1,10 @@
-"""Pure statistics over labelled scores: AUROC with ties, a bootstrap over problems,
-precision at a trigger share, Spearman correlation. No I/O; numpy only.
+"""Pure statistics over labelled scores: AUROC with ties, precision at a trigger share,
+Spearman correlation, and AUROC's confidence interval. No I/O; numpy only.
 
 Conventions: a score is oriented so that *higher means "consult here"* (the caller
 negates top_prob, margin and token_prob). NaN scores are dropped together with their
-labels. Confidence intervals are percentile bootstraps that resample whole problems
-(tokens of one problem are not independent), 95% by default.
+labels. Confidence intervals are ``intervals.bootstrap_ci``: percentile bootstraps that
+resample whole problems (tokens of one problem are not independent), 95% by default.
 """
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import math
 from typing import Callable, Sequence
 
 import numpy as np
+
+from ..intervals import bootstrap_ci
 
 
 def average_ranks(x: np.ndarray) -> np.ndarray:
@@ -69,26 +71,6 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def bootstrap_ci(groups: list, statistic: Callable[[list], float], *, n_boot: int = 1000, seed: int = 0,
-                 level: float = 0.95) -> tuple[float, float, float]:
-    """(estimate, low, high): ``statistic`` on all ``groups`` (one per problem), and the
-    percentile interval of it over ``n_boot`` resamples of the groups with replacement.
-    Resamples where the statistic is NaN (a class missing) are skipped."""
-    estimate = statistic(groups)
-    rng = np.random.default_rng(seed)
-    n = len(groups)
-    values = []
-    for _ in range(n_boot):
-        pick = rng.integers(0, n, n)
-        v = statistic([groups[i] for i in pick])
-        if not math.isnan(v):
-            values.append(v)
-    if not values:
-        return estimate, math.nan, math.nan
-    lo, hi = np.quantile(values, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return estimate, float(lo), float(hi)
-
-
 def pooled(stat: Callable[[np.ndarray, np.ndarray], float]) -> Callable[[list], float]:
     """A statistic over groups of (scores, labels) pairs, computed on their concatenation."""
     def f(groups: list) -> float:
@@ -101,10 +83,3 @@ def pooled(stat: Callable[[np.ndarray, np.ndarray], float]) -> Callable[[list], 
 def auroc_ci(groups: list[tuple[np.ndarray, np.ndarray]], *, n_boot: int = 1000, seed: int = 0):
     """AUROC over pooled (scores, labels) groups with its bootstrap CI over groups."""
     return bootstrap_ci(groups, pooled(auroc), n_boot=n_boot, seed=seed)
-
-
-def fmt_ci(est: float, lo: float, hi: float, digits: int = 3) -> str:
-    if math.isnan(est):
-        return "n/a"
-    sep = " to " if min(lo, hi) < 0 else "-"  # "-0.2--0.1" would misread
-    return f"{est:.{digits}f} ({lo:.{digits}f}{sep}{hi:.{digits}f})"

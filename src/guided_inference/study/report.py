@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_atomic
+from ..intervals import bootstrap_ci, fmt_ci
 from .divergence import LABELS, features_from_row, label, statistics
-from .metrics import auroc, auroc_ci, bootstrap_ci, fmt_ci, pooled, precision_at_share
+from .metrics import auroc, auroc_ci, pooled, precision_at_share
 
 SHARES = (0.01, 0.05, 0.10)
 
@@ -123,9 +125,7 @@ def write_section(path: str | Path, heading: str, body: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + block
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_atomic(path, text)
 
 
 def router_report(router, eval_rows: list[dict], *, n_boot: int = 1000, command: str = "",
