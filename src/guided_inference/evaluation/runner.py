@@ -30,6 +30,10 @@ from ..pair import Pair
 from ..tasks import Problem, Task
 from .results import ResultsFile, check_same_run
 
+# An eval's token limit unless the user or the data file sets one (generate's default is shorter):
+# long enough that MATH answers are rarely cut off (the truncated share is reported).
+EVAL_MAX_NEW_TOKENS = 1024
+
 
 @dataclass(frozen=True)
 class EvalSettings:

@@ -5,11 +5,11 @@
     service.admit(job)               # QueueFull (503) when the queue is full
     async for kind, value in service.run(job): ...   # ("text", str) ... then ("done", trace)
 
-Config: the server's flags (``args``, parsed by ``cli.add_generation_flags``) are the
+Config: the server's flags (``args``, parsed by ``cli.flags.add_generation_flags``) are the
 defaults; the request's guided fields replace them on a copy, and the result goes through
-the CLI's own ``generation_config`` (so ``--calibration``, ``always``'s budget and every
-``GenerationConfig`` check apply, and a field added to ``GenerationConfig`` is accepted
-by the server with no change here).
+``user_config.generation_config``, as every command's flags do (so ``--calibration``,
+``always``'s budget and every ``GenerationConfig`` check apply, and a field added to
+``GenerationConfig`` is accepted by the server with no change here).
 
 Checks before a request is admitted (so a stream never starts on a bad request): the
 config, the policy's abilities on this pair (``engine.check_abilities``: verify needs an
@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..backends.protocol import BackendError
-from ..cli import INTERNAL_FIELDS  # set by the library, never by a flag or a request
+from ..user_config import INTERNAL_FIELDS  # set by the library, never by a flag or a request
 from ..config import GenerationConfig, GuidedError
 from ..engine import check_abilities, choose_handoff, guided_generate
 from ..policies import make_policy

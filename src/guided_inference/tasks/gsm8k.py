@@ -10,7 +10,7 @@ MATH grader (math-verify compares numbers: 18 = 18.00 = \\$18). Ids are
 """
 from __future__ import annotations
 
-from . import Problem, Task, shipped, text_field
+from .task import Problem, Task, shipped, text_field
 
 MARK = "####"
 

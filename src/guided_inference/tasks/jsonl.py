@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import Problem, Task, text_field
+from .task import Problem, Task, text_field
 from .gsm8k import MARK, gold_number
 from .math import parse_level
 

@@ -10,7 +10,7 @@ against ``answer`` with math-verify (``grading.py``).
 """
 from __future__ import annotations
 
-from . import Problem, Task, shipped, text_field
+from .task import Problem, Task, shipped, text_field
 
 
 def parse_level(value) -> int:

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 
 from ..config import ConfigError, check_int
-from . import Problem
+from .task import Problem
 
 
 def subject_key(name: str) -> str:
