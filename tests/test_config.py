@@ -39,7 +39,8 @@ def test_defaults_are_valid_and_frozen():
 
 
 def test_every_field_has_its_help_beside_its_default_and_a_flag():
-    from guided_inference.cli import INTERNAL_FIELDS, build_parser
+    from guided_inference.cli import build_parser
+    from guided_inference.user_config import INTERNAL_FIELDS
 
     parser = build_parser()
     gen = next(a for a in parser._subparsers._group_actions[0].choices.values() if a.prog.endswith("generate"))

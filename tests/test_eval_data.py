@@ -221,7 +221,7 @@ def test_cli_stops_on_a_malformed_file_before_loading_models(tmp_path):
 ])
 def test_file_defaults_then_flags(tmp_path, extra, max_new_tokens, temperature):
     from guided_inference.cli import build_parser
-    from guided_inference.evaluation.cli import _apply_defaults, load_selection
+    from guided_inference.cli.evaluate import _apply_defaults, load_selection
 
     meta = {"input_question": "2+3?", "input_correct_responses": ["5"],
             "eval_config": {"max_gen_len": "512", "temperature": "0.25"}}
@@ -236,7 +236,8 @@ def test_file_defaults_then_flags(tmp_path, extra, max_new_tokens, temperature):
 
 def test_eval_default_generation_length():
     from guided_inference.cli import build_parser
-    from guided_inference.evaluation.cli import EVAL_MAX_NEW_TOKENS, _apply_defaults, load_selection
+    from guided_inference.cli.evaluate import _apply_defaults, load_selection
+    from guided_inference.evaluation.runner import EVAL_MAX_NEW_TOKENS
 
     args = build_parser().parse_args(["eval", "--num_samples", "3", "--policy", "always", "--k", "8"])
     _, problems, defaults, _ = load_selection(args)

@@ -4,5 +4,6 @@
     guided plots --analysis_file analysis.jsonl --out_dir plots/
 
 ``attention_stats`` holds the formulas (pure), ``analyze`` the teacher-forced pass and
-the resumable output file, ``plots`` the figures, ``cli`` the two subcommands.
+the resumable output file, ``summary`` and ``plots`` the tables and figures; the two
+subcommands are in ``guided_inference/cli/studies.py``.
 """

@@ -6,12 +6,14 @@
 Modules (data flows top to bottom):
   runner.py   problems -> guided_generate -> grade -> one JSON line each (resume, concurrency)
   results.py  the JSONL results file: atomic appends, tail repair, run-key checks, locking
-  report.py   pure statistics over rows: Wilson CI, paired bootstrap, breakdowns, tables
+  sweep.py    the (k, c) grid and the run file names
+  rates.py    guided bench rates: seconds per token per batch size, for the cpu model
+  calibrate.py  base-only traces for guided calibrate (a study: it reads divergence files too)
+  report.py   pure statistics over rows: accuracy with its CI, breakdowns, tables
   costs.py    cost models (tokens, compute, cpu, gpu, api): a problem's cost from its counts
   cost_report.py  costs normalized to the oracle-only run, beside accuracy; the --cost flags
-  rates.py    guided bench rates: seconds per token per batch size, for the cpu model
   plots.py    matplotlib figures as PNG bytes
   html.py     the self-contained HTML report
-  sweep.py    the (k, c) grid, file names, the original tool's table
-  cli.py      the eval / sweep / report / compare / grade subcommands
+The commands are ``guided_inference/cli/evaluate.py``, ``calibrate.py`` and ``bench.py``;
+the layers these modules stand in: ``docs/architecture.md``.
 """

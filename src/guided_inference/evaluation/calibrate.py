@@ -25,8 +25,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..calibration import (Recorded, calibration_record, check_calibratable, choose_value, realised_share,
-                           recorded_from_features, write_calibration)
+from ..calibration import Recorded, realised_share, recorded_from_features
 from ..config import ConfigError, GuidedError
 from ..policies import POLICIES
 from ..tasks import get_task
@@ -48,19 +47,13 @@ def refuse_math500(rows: list[dict], path: str) -> list[dict]:
 def base_only_rows(path: str, base, *, evaluation: bool = False) -> list[dict]:
     """Rows of a base-only results file; one-line errors for any other kind of file (and
     for MATH-500 problems, unless ``evaluation``: a dry run reads the evaluation set)."""
+    from ..study.divergence import check_base_only
+
     try:
         rows = [r for r in read_rows(path) if r.get("error") is None]
     except FileNotFoundError:
         raise GuidedError(f"results file not found: {path!r}") from None
-    if not rows or any("token_ids" not in r or "prompt" not in r for r in rows):
-        raise GuidedError(f"{path!r} is not a results file with token ids (guided eval writes them)")
-    bad = next((r for r in rows if r.get("oracle_tokens") or r.get("cheat_positions")), None)
-    if bad is not None:
-        raise GuidedError(f"{path!r} is not base-only: {bad['unique_id']} has oracle tokens "
-                          f"(policy {bad.get('config', {}).get('policy')!r}); calibrate needs --policy never runs")
-    if base.sha256 and rows[0].get("base_sha256") not in (None, base.sha256):
-        raise GuidedError(f"{path!r} was made with base sha256 {rows[0]['base_sha256'][:12]}, "
-                          f"this base {base.name!r} is {base.sha256[:12]}")
+    rows = check_base_only(rows, path, base, needed_by="calibrate")
     return rows if evaluation else refuse_math500(rows, path)
 
 
@@ -76,8 +69,9 @@ def divergence_rows(path: str, pair, verify: bool, *, evaluation: bool = False) 
 
 def run_base_only(args, pair, base_file: Path) -> list[dict]:
     from ..config import GenerationConfig
-    from .cli import EVAL_MAX_NEW_TOKENS, _show, with_prompt
-    from .runner import EvalSettings, run_eval
+    from ..render import render_trace
+    from ..tasks import with_prompt
+    from .runner import EVAL_MAX_NEW_TOKENS, EvalSettings, run_eval
 
     task = with_prompt(get_task(args.dataset or "math"), args)
     if task.name == "math500":
@@ -87,7 +81,7 @@ def run_base_only(args, pair, base_file: Path) -> list[dict]:
     problems = problems[: args.num_samples or CAL_NUM_SAMPLES]
     config = GenerationConfig(policy="never", c=0, max_new_tokens=args.max_new_tokens or EVAL_MAX_NEW_TOKENS,
                               seed=args.seed or 0)
-    run_eval(task, problems, pair, config, EvalSettings(base_file, progress=not args.no_progress), show=_show)
+    run_eval(task, problems, pair, config, EvalSettings(base_file, progress=not args.no_progress), show=render_trace)
     return base_only_rows(str(base_file), pair.base)
 
 
@@ -134,66 +128,3 @@ def dry_run(path: str, pair, config, verify: bool) -> tuple[dict, list[Recorded]
     recs = recorded_traces(rows, pair, verify, divergence=div, what=f"dry run {path}")
     share = realised_share(POLICIES[config.policy].build(config), config, recs)
     return {"file": path, "n_problems": len(recs), "share": share}, recs
-
-
-def cmd_calibrate(args) -> int:
-    from ..pair import load_pair
-
-    if args.target_share is None or not (0.0 < args.target_share < 1.0):
-        raise ConfigError(f"target_share must be a number in (0, 1), got {args.target_share!r}")
-    if not args.output_file:
-        raise ConfigError("--output_file is required (the calibration JSON)")
-    from .cli import EVAL_MAX_NEW_TOKENS
-
-    config = args.make_config(args)
-    if args.max_new_tokens is None:  # the eval's limit, not generate's: the replay stops where the eval would
-        config = config.replace(max_new_tokens=EVAL_MAX_NEW_TOKENS)
-    check_calibratable(config)
-    verify = config.consult_mode == "verify"
-    out = Path(args.output_file)
-    pair = load_pair(args.base_model, args.oracle_model if verify else args.base_model, n_ctx=args.n_ctx)
-    if args.from_divergence:
-        rows, source = divergence_rows(args.from_divergence, pair, verify), f"divergence {args.from_divergence}"
-    elif args.from_results:
-        rows, source = base_only_rows(args.from_results, pair.base), f"results {args.from_results}"
-    else:
-        base_file = Path(args.base_file) if args.base_file else out.with_suffix(".base.jsonl")
-        rows, source = run_base_only(args, pair, base_file), f"base-only run {base_file}"
-    recs = recorded_traces(rows, pair, verify, divergence=bool(args.from_divergence), what="calibration")
-    value, share, curve = choose_value(config, recs, args.target_share)
-    name = POLICIES[config.policy].calibrate
-    chosen = config.replace(**{name: value})
-    dry = dry_run(args.dry_run_on, pair, chosen, verify)[0] if getattr(args, "dry_run_on", None) else None
-    record = calibration_record(config, args.target_share, value, share, curve, base=pair.base,
-                                oracle=pair.oracle if verify else None, problem_ids=[r["unique_id"] for r in rows],
-                                source=source, dry_run=dry)
-    write_calibration(out, record)
-    print(f"{out}: policy {config.policy}, {name} {value:.6g}, expected oracle share {100 * share:.1f}% "
-          f"(target {100 * args.target_share:.1f}%) over {len(rows)} problems, c={config.c} k={config.k}")
-    if dry is not None:
-        print(f"dry run on {dry['file']} ({dry['n_problems']} base-only traces of the evaluation set): "
-              f"{name} {value:.6g} spends {100 * dry['share']:.1f}% there")
-    return 0
-
-
-def register_calibrate(sub, *, add_model_flags, add_generation_flags, flag, generation_config) -> None:
-    p = sub.add_parser("calibrate", help="the threshold at which a policy spends a target oracle share")
-    add_model_flags(p)
-    add_generation_flags(p)
-    flag(p, "target_share", type=float, default=None, help="oracle-token share to aim at, in (0, 1)")
-    flag(p, "from_results", default=None, help="a base-only results file (policy never) instead of running the base")
-    flag(p, "from_divergence", default=None,
-         help="a guided divergence file (statistics and oracle scores already teacher-forced) instead")
-    flag(p, "dataset", default=None, help="dataset of the base-only run (default math, minus MATH-500)")
-    flag(p, "num_samples", type=int, default=None, help=f"problems of the base-only run (default {CAL_NUM_SAMPLES})")
-    flag(p, "offset", type=int, default=0, help="skip this many problems of the split first")
-    flag(p, "base_file", default=None, help="where the base-only run goes (default <output_file>.base.jsonl)")
-    from .cli import add_prompt_flags
-
-    add_prompt_flags(p, flag)
-    flag(p, "output_file", default=None, help="the calibration JSON to write")
-    flag(p, "dry_run_on", default=None,
-         help="base-only results or divergence file of the evaluation set: print the share the chosen value "
-              "spends in a replay there")
-    flag(p, "no_progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_calibrate, make_config=generation_config)

@@ -1,4 +1,4 @@
-"""``guided bench rates``: each model's seconds per token on this machine, for the cpu cost model.
+"""Each model's seconds per token on this machine, for the cpu cost model (``guided bench rates``).
 
     guided bench rates --base_model 0.5B --oracle_model 1.5B --output_file rates.json
     guided report --cost cpu --rates rates.json results/*.jsonl
@@ -238,64 +238,34 @@ def _file_bytes(name: str) -> int | None:
         return None
 
 
-def parse_sizes(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(sorted({int(x) for x in text.split(",")}))
-    except ValueError:
-        sizes = ()
-    if not sizes or sizes[0] < 1 or sizes[-1] > 4096:
-        raise ConfigError(f"sizes must be a comma list of batch sizes from 1 to 4096, got {text!r}")
-    return sizes
-
-
-def cmd_bench_rates(args) -> int:
+def measure_rates(models: list[tuple[str, str]], *, sizes: tuple[int, ...] = SIZES, context: int = 256,
+                  repeats: int = 3, decode_tokens: int = 32) -> dict:
+    """The rates file's content (``FORMAT``) for ``models``, (role, name) pairs: each name
+    loaded and measured once (a name given twice, base and oracle the same: measured once),
+    with the machine and its load average before and after. Progress on stderr."""
     from ..backends import load_backend
 
-    sizes = parse_sizes(args.sizes)
-    for name, low in (("context", 1), ("repeats", 1), ("decode_tokens", 1)):
-        if getattr(args, name) < low:
-            raise ConfigError(f"{name} must be an integer >= {low}, got {getattr(args, name)}")
-    out = Path(args.output_file)
+    for name, value in (("context", context), ("repeats", repeats), ("decode_tokens", decode_tokens)):
+        if value < 1:
+            raise ConfigError(f"{name} must be an integer >= 1, got {value}")
     load_before = os.getloadavg()[0]
     cpus = os.cpu_count() or 1
     if load_before > 0.5 * cpus:
         print(f"warning: load average {load_before:.2f} on {cpus} CPUs: the machine is busy, the rates will "
               "overstate a quiet machine's", file=sys.stderr)
-    n_ctx = args.context + max(max(sizes), args.decode_tokens) + 16
-    models = []
-    for role, name in (("base", args.base_model), ("oracle", args.oracle_model)):
-        if name is None or any(m["name"] == name for m in models):
+    n_ctx = context + max(max(sizes), decode_tokens) + 16
+    entries = []
+    for role, name in models:
+        if name is None or any(m["name"] == name for m in entries):
             continue
         backend = load_backend(name, n_ctx=n_ctx, collect_stats=False)
         print(f"measuring {role} {name} ({backend.model_id})", file=sys.stderr)
-        entry = measure_model(backend, sizes=sizes, context=args.context, repeats=args.repeats,
-                              decode_tokens=args.decode_tokens)
-        entry = {"role": role, **entry, "file_bytes": _file_bytes(name)}
-        models.append(entry)
+        entry = measure_model(backend, sizes=sizes, context=context, repeats=repeats, decode_tokens=decode_tokens)
+        entries.append({"role": role, **entry, "file_bytes": _file_bytes(name)})
         del backend
     machine = machine_info() | {"loadavg_before": round(load_before, 2), "loadavg_after": round(os.getloadavg()[0], 2)}
     data = {"format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine,
-            "settings": {"context": args.context, "repeats": args.repeats, "decode_tokens": args.decode_tokens,
-                         "sizes": list(sizes), "statistic": "median"}, "models": models}
-    rates_from_dict(data, str(out))  # what is written must load
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    for m in models:
-        print(f"{m['role']} {m['name']}: decode {1e3 * m['decode_s_per_token']:.2f} ms/token; read ms/token "
-              + ", ".join(f"{e['batch']}: {1e3 * e['last']:.2f}/{1e3 * e['all']:.2f}" for e in m["read_s_per_token"]))
-    print(f"rates: {out}")
-    return 0
-
-
-def register_bench(sub, *, flag) -> None:
-    b = sub.add_parser("bench", help="measurements of this machine (rates for the cpu cost model)")
-    bsub = b.add_subparsers(dest="bench_cmd", required=True, parser_class=type(b))
-    r = bsub.add_parser("rates", help="each model's decode and read seconds per token at batch sizes 1-512")
-    flag(r, "base_model", default="0.5B", help="base model: catalogue name, alias or .gguf path (default 0.5B)")
-    flag(r, "oracle_model", default="1.5B", help="oracle model (default 1.5B); the same name as the base: measured once")
-    flag(r, "output_file", default="rates.json", help="the rates JSON file (default rates.json)")
-    flag(r, "sizes", default=",".join(map(str, SIZES)), help="batch sizes to measure (default 1,2,4,...,512)")
-    flag(r, "context", type=int, default=256, help="tokens already in the cache before each measurement (default 256)")
-    flag(r, "repeats", type=int, default=3, help="timings per figure; the median is kept (default 3)")
-    flag(r, "decode_tokens", type=int, default=32, help="tokens decoded one at a time per repeat (default 32)")
-    r.set_defaults(func=cmd_bench_rates)
+            "settings": {"context": context, "repeats": repeats, "decode_tokens": decode_tokens,
+                         "sizes": list(sizes), "statistic": "median"}, "models": entries}
+    rates_from_dict(data, "measured rates")  # what is written must load
+    return data

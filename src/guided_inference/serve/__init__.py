@@ -12,8 +12,8 @@ Any OpenAI client (the ``openai`` package, lm-evaluation-harness ``local-complet
 - ``scheduler``: slots with a bounded queue (503 and ``Retry-After`` beyond it);
 - ``service``: the loaded pair; per request: the config (server flags as defaults, the
   body's fields over them, validated by ``GenerationConfig``), the prompt, the run;
-- ``app``: the FastAPI routes, SSE, errors and the per-request log line;
-- ``cli``: the ``serve`` subcommand.
+- ``app``: the FastAPI routes, SSE, errors and the per-request log line.
 
-FastAPI and uvicorn (the ``[serve]`` extra) are imported only by ``app`` and ``cli.cmd_serve``.
+The ``serve`` subcommand is ``guided_inference/cli/serve.py``. FastAPI and uvicorn (the
+``[serve]`` extra) are imported only by ``app`` and ``cli.serve.cmd_serve``.
 """

@@ -2,7 +2,8 @@
 
 ``divergence`` labels every base token of a base-only trace with the oracle's opinion
 (teacher forcing, one batched pass per model), ``prm800k`` scores human-rated solution
-steps, ``metrics`` holds the pure statistics (AUROC, bootstrap, precision at a share,
-Spearman), ``cli`` the ``guided divergence`` / ``guided prm800k`` / ``guided router fit``
-commands. The learned router itself lives in ``guided_inference/router.py``.
+steps, ``metrics`` holds the pure statistics (AUROC, precision at a share, Spearman),
+``report`` the tables. The ``guided divergence`` / ``guided prm800k`` / ``guided router fit``
+commands are ``guided_inference/cli/studies.py``; the learned router itself lives in
+``guided_inference/router.py``.
 """

@@ -136,15 +136,17 @@ def check_same_pair(rows: list[dict], base, oracle, path: str) -> None:
                                   f"this {role} {backend.name!r} is {backend.sha256[:12]}")
 
 
-def check_base_only(rows: list[dict], path: str, base) -> list[dict]:
-    """The graded rows of a base-only results file with token ids; one line otherwise."""
+def check_base_only(rows: list[dict], path: str, base, *, needed_by: str = "divergence") -> list[dict]:
+    """``rows`` of a base-only results file with token ids, made with ``base`` (None: any
+    base); otherwise a one-line error that names ``needed_by``, the command that needs them.
+    ``guided divergence`` and ``guided calibrate`` both read such files."""
     if not rows or any("token_ids" not in r or "prompt" not in r for r in rows):
         raise GuidedError(f"{path!r} is not a results file with token ids (guided eval writes them)")
     bad = next((r for r in rows if r.get("oracle_tokens") or r.get("cheat_positions")), None)
     if bad is not None:
         raise GuidedError(f"{path!r} is not base-only: {bad['unique_id']} has {bad.get('oracle_tokens')} oracle "
                           f"tokens (policy {bad.get('policy') or bad.get('config', {}).get('policy')!r}); "
-                          "divergence needs a --policy never run")
+                          f"{needed_by} needs a --policy never run")
     sha = rows[0].get("base_sha256")
     if base is not None and base.sha256 and sha not in (None, base.sha256):
         raise GuidedError(f"{path!r} was made with base sha256 {sha[:12]}, this base {base.name!r} is "

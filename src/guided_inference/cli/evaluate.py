@@ -1,4 +1,4 @@
-"""The evaluation subcommands: eval, sweep, report, compare, grade.
+"""The evaluation commands: eval, sweep, report, compare, grade.
 
     guided eval --dataset math500 --num_samples 100 --c 20 --k 10 --output_file out/c20k10.jsonl
     guided sweep --c 0,5,10,20,50 --k 5,10 --policy random --dataset math500 --num_samples 100 --out_dir DIR
@@ -7,12 +7,11 @@
     guided compare out/base.jsonl out/c20k10.jsonl
     guided grade out/c20k10.jsonl              # re-grade in place
     guided report --cost compute,api --plot cost.png out/*.jsonl   # cost beside accuracy (cost_report.py)
-    guided bench rates --base_model 0.5B --oracle_model 1.5B --output_file rates.json   # for --cost cpu
 
-``register`` adds them to the main parser (``guided_inference/cli.py`` calls it).
-Flags accept --under_score and --dash-ed spellings; bad values raise GuidedError
-with a one-line message (exit 2). ``eval`` exits 1 when some problems failed with a
-backend error: they are recorded as ``error`` lines and retried by rerunning.
+The library they call is ``evaluation/`` (runner, results, report, cost_report, plots, html).
+Bad values raise GuidedError with a one-line message (exit 2). ``eval`` exits 1 when some
+problems failed with a backend error: they are recorded as ``error`` lines and retried by
+rerunning.
 """
 from __future__ import annotations
 
@@ -21,23 +20,18 @@ import sys
 from pathlib import Path
 
 from ..config import ConfigError, GuidedError
-from ..tasks import DATASETS, common_defaults, get_task, task_for_file
+from ..evaluation.runner import EVAL_MAX_NEW_TOKENS
+from ..render import render_trace
+from ..tasks import DATASETS, common_defaults, get_task, task_for_file, with_prompt
 from ..tasks.selection import Selection, parse_int_list, parse_shard, parse_str_list
+from .flags import add_generation_flags, add_model_flags, add_prompt_flags, flag, generation_config
 
-EVAL_MAX_NEW_TOKENS = 1024  # long enough that MATH answers are rarely cut off (the truncated share is reported)
 
-
-def register(sub, *, add_model_flags, add_generation_flags, flag, generation_config) -> None:
-    from .calibrate import register_calibrate
-    from .rates import register_bench
-
-    register_bench(sub, flag=flag)
-    register_calibrate(sub, add_model_flags=add_model_flags, add_generation_flags=add_generation_flags, flag=flag,
-                       generation_config=generation_config)
+def register(sub) -> None:
     e = sub.add_parser("eval", help="evaluate a base/oracle pair on a dataset (resumable JSONL)")
     add_model_flags(e)
     add_generation_flags(e)
-    _run_flags(e, flag)
+    _run_flags(e)
     flag(e, "output_file", default=None, help="results JSONL (default out/<dataset>_<base>_<oracle>_<policy>_c_k.jsonl)")
     flag(e, "target_share", type=float, default=None,
          help="calibrate the policy's threshold to this oracle share first (cached in calibration/), then run")
@@ -46,14 +40,14 @@ def register(sub, *, add_model_flags, add_generation_flags, flag, generation_con
     s = sub.add_parser("sweep", help="run a grid of (k, c) budgets, then print the table and plot", conflict_handler="resolve")
     add_model_flags(s)
     add_generation_flags(s)
-    _run_flags(s, flag)
+    _run_flags(s)
     flag(s, "c", default="0,5,10,20,50", help="comma-separated consult budgets (default 0,5,10,20,50)")
     flag(s, "k", default="5,10", help="comma-separated oracle tokens per consult (default 5,10)")
     flag(s, "out_dir", default=None, help="directory for one results file per point (default sweeps/<dataset>)")
     flag(s, "no_baselines", action="store_true", help="skip base-only (c=0) and oracle-only (policy always) runs")
     flag(s, "plot", default=None, help="PNG path of accuracy vs oracle share (default <out_dir>/sweep.png); "
                                      "with --cost also <plot>_cost.png, accuracy against normalized cost")
-    add_cost_flags(s, flag)
+    add_cost_flags(s)
     s.set_defaults(func=cmd_sweep, make_config=generation_config)
 
     r = sub.add_parser("report", help="accuracy table (and --html page) for result files")
@@ -64,7 +58,7 @@ def register(sub, *, add_model_flags, add_generation_flags, flag, generation_con
     flag(r, "analysis_file", default=None, help="with --html: add the statistics and plots of a guided analyze file")
     flag(r, "plot", default=None, help="PNG of accuracy against normalized cost, one panel per cost model of --cost "
                                        "(default: tokens, compute, gpu, api, and cpu with --rates)")
-    add_cost_flags(r, flag)
+    add_cost_flags(r)
     r.set_defaults(func=cmd_report)
 
     c = sub.add_parser("compare", help="paired comparison of two result files on their shared problems")
@@ -72,7 +66,7 @@ def register(sub, *, add_model_flags, add_generation_flags, flag, generation_con
     c.add_argument("b", help="results JSONL file of run B (the difference is B - A)")
     flag(c, "n_boot", type=int, default=10_000, help="bootstrap resamples (default 10000)")
     flag(c, "seed", type=int, default=0, help="bootstrap seed (default 0)")
-    add_cost_flags(c, flag)
+    add_cost_flags(c)
     c.set_defaults(func=cmd_compare)
 
     g = sub.add_parser("grade", help="re-grade result files in place (atomic)")
@@ -81,13 +75,13 @@ def register(sub, *, add_model_flags, add_generation_flags, flag, generation_con
     g.set_defaults(func=cmd_grade)
 
 
-def add_cost_flags(p, flag) -> None:
-    from .cost_report import add_cost_flags as add
+def add_cost_flags(p) -> None:
+    from ..evaluation.cost_report import add_cost_flags as add
 
     add(p, flag)
 
 
-def _run_flags(p, flag) -> None:
+def _run_flags(p) -> None:
     for action in p._actions:  # eval's own default, in place of GenerationConfig's
         if action.dest == "max_new_tokens":
             action.help = f"max tokens generated per problem (default {EVAL_MAX_NEW_TOKENS} for eval, or the data file's)"
@@ -98,25 +92,11 @@ def _run_flags(p, flag) -> None:
     flag(p, "levels", default=None, help="comma-separated levels, e.g. 1,2,3")
     flag(p, "subjects", default=None, help="comma-separated subjects, e.g. algebra,number_theory")
     flag(p, "shard", default=None, help="i/n: the i-th of n disjoint shards (1-based)")
-    add_prompt_flags(p, flag)
+    add_prompt_flags(p)
     flag(p, "concurrency", type=int, default=1, help="problems in flight (HTTP backends only)")
     flag(p, "grade_timeout", type=float, default=10.0, help="grading seconds per problem; a timeout counts as wrong")
     flag(p, "verbose", action="store_true", help="print each coloured trace (oracle blue, base red)")
     flag(p, "no_progress", action="store_true", help="no progress bar")
-
-
-def add_prompt_flags(p, flag) -> None:
-    """--prompt_template and --system_prompt (eval, sweep, calibrate); recorded in every results line."""
-    flag(p, "prompt_template", default=None,
-         help="a text file for the user message, with {problem} where the problem goes (default: the "
-              "task's step-by-step \\boxed{} prompt); its hash becomes the recorded prompt_template")
-    flag(p, "system_prompt", default=None, help="a system message before the user message (default: the "
-         "chat template's own)")
-
-
-def with_prompt(task, args):
-    """The task with the --prompt_template / --system_prompt of ``args`` (one-line errors)."""
-    return task.with_prompt(getattr(args, "prompt_template", None), getattr(args, "system_prompt", None))
 
 
 def load_selection(args):
@@ -147,7 +127,7 @@ def _apply_defaults(args, file_defaults: dict) -> None:
 
 
 def _settings(args, output: Path):
-    from .runner import EvalSettings
+    from ..evaluation.runner import EvalSettings
 
     return EvalSettings(output_file=output, concurrency=args.concurrency, grade_timeout_s=args.grade_timeout,
                         verbose=args.verbose, progress=not args.no_progress)
@@ -164,12 +144,6 @@ def _load_pair(args, config):
     return pair
 
 
-def _show(trace) -> str:
-    from ..cli import render_trace  # terminal colouring lives in the CLI
-
-    return render_trace(trace)
-
-
 def calibrate_first(args) -> None:
     """``eval --target_share t``: use (or make, then cache) the calibration for this policy,
     budget and base, on the default calibration split (MATH test minus MATH-500)."""
@@ -177,8 +151,6 @@ def calibrate_first(args) -> None:
         return
     if args.calibration:
         raise ConfigError("give --target_share or --calibration, not both")
-    import argparse as _argparse
-
     from .calibrate import cmd_calibrate
 
     c = args.c if args.c is not None else 5
@@ -192,7 +164,7 @@ def calibrate_first(args) -> None:
     name += ".json"
     path = Path("calibration") / name
     if not path.exists():
-        cal = _argparse.Namespace(**vars(args))
+        cal = argparse.Namespace(**vars(args))
         cal.dataset, cal.num_samples, cal.offset, cal.data, cal.from_results, cal.base_file = None, None, 0, None, None, None
         cal.from_divergence = None
         cal.output_file = str(path)
@@ -201,9 +173,9 @@ def calibrate_first(args) -> None:
 
 
 def cmd_eval(args) -> int:
-    from .report import format_table, latest, summarize
-    from .runner import run_eval
-    from .sweep import run_name
+    from ..evaluation.report import format_table, latest, summarize
+    from ..evaluation.runner import run_eval
+    from ..evaluation.sweep import run_name
 
     task, problems, defaults, selection = load_selection(args)
     _apply_defaults(args, defaults)
@@ -213,7 +185,7 @@ def cmd_eval(args) -> int:
         task.name, args.base_model, args.oracle_model, config.policy, config.c, config.k, selection.shard)
     settings = _settings(args, output)
     pair = _load_pair(args, config)
-    outcome = run_eval(task, problems, pair, config, settings, show=_show)
+    outcome = run_eval(task, problems, pair, config, settings, show=render_trace)
     s = summarize(latest(outcome.rows), output.stem)
     print(format_table([s]))
     print(f"{output}: {outcome.ran} run, {outcome.skipped} resumed, {outcome.retried} retried; "
@@ -222,11 +194,11 @@ def cmd_eval(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .cost_report import cost_settings, oracle_run, print_costs
-    from .plots import accuracy_vs_share
-    from .report import latest, summarize
-    from .runner import run_eval
-    from .sweep import run_name, sweep_points, sweep_table
+    from ..evaluation.cost_report import cost_settings, oracle_run, print_costs
+    from ..evaluation.plots import accuracy_vs_share
+    from ..evaluation.report import latest, summarize, sweep_table
+    from ..evaluation.runner import run_eval
+    from ..evaluation.sweep import run_name, sweep_points
 
     cs = parse_int_list("c", args.c, minimum=0)
     ks = parse_int_list("k", args.k, minimum=1)
@@ -243,7 +215,7 @@ def cmd_sweep(args) -> int:
         path = out_dir / run_name(task.name, args.base_model, args.oracle_model, point.policy, config.c, config.k,
                                   selection.shard)
         print(f"== {point.kind}: policy {point.policy}, c {config.c}, k {config.k} -> {path}", file=sys.stderr)
-        outcome = run_eval(task, problems, pair, config, _settings(args, path), show=_show)
+        outcome = run_eval(task, problems, pair, config, _settings(args, path), show=render_trace)
         results.append((point, summarize(latest(outcome.rows), path.stem)))
         runs.append((path.stem, latest(outcome.rows)))
     print(sweep_table(results))
@@ -254,8 +226,8 @@ def cmd_sweep(args) -> int:
     plot.write_bytes(accuracy_vs_share([(p.kind, s, f"k{p.k} c{p.c}") for p, s in results], title=title))
     print(f"plot: {plot}")
     if settings:
-        from .cost_report import cost_panels, pick_oracle
-        from .plots import accuracy_vs_cost
+        from ..evaluation.cost_report import cost_panels, pick_oracle
+        from ..evaluation.plots import accuracy_vs_cost
 
         cost_plot = plot.with_name(plot.stem + "_cost.png")
         cost_plot.write_bytes(accuracy_vs_cost(cost_panels(runs, settings, pick_oracle(runs, given)), title=title))
@@ -270,14 +242,14 @@ def _config_at(args, *, c, k, policy):
 
 
 def _read(files: list[str]) -> list[tuple[str, list[dict]]]:
-    from .results import read_rows
+    from ..evaluation.results import read_rows
 
     return [(Path(f).stem, read_rows(f)) for f in files]
 
 
 def cmd_report(args) -> int:
-    from .cost_report import cost_settings, oracle_run, print_costs
-    from .report import format_breakdown, format_costs, format_table, latest, summarize
+    from ..evaluation.cost_report import cost_settings, oracle_run, print_costs
+    from ..evaluation.report import format_breakdown, format_costs, format_table, latest, summarize
 
     keys = None  # default: both breakdowns for one file, none for several
     if args.by is not None:  # checked before any file is read or anything printed
@@ -310,17 +282,17 @@ def cmd_report(args) -> int:
                 print(f"\n{label} by {key}:\n{format_breakdown(rows, key)}")
     costs = None
     if settings:
-        from .cost_report import pick_oracle
+        from ..evaluation.cost_report import pick_oracle
 
         costs = (settings if args.cost is not None else [], pick_oracle(runs, given))
     if args.plot:
-        from .cost_report import cost_panels
-        from .plots import accuracy_vs_cost
+        from ..evaluation.cost_report import cost_panels
+        from ..evaluation.plots import accuracy_vs_cost
 
         Path(args.plot).write_bytes(accuracy_vs_cost(cost_panels(runs, settings, costs[1])))
         print(f"plot: {args.plot}")
     if args.html:
-        from .html import render_html
+        from ..evaluation.html import render_html
 
         Path(args.html).write_text(render_html(runs, analysis=analysis, costs=costs), encoding="utf-8")
         print(f"html: {args.html}")
@@ -340,8 +312,8 @@ def _analysis(args) -> tuple[str, list[dict]] | None:
 
 
 def cmd_compare(args) -> int:
-    from .cost_report import cost_settings, oracle_run, print_costs
-    from .report import compare, format_comparison, is_graded, latest
+    from ..evaluation.cost_report import cost_settings, oracle_run, print_costs
+    from ..evaluation.report import compare, format_comparison, is_graded, latest
 
     if args.n_boot < 100:
         raise ConfigError(f"n_boot must be an integer >= 100, got {args.n_boot}")
@@ -353,7 +325,7 @@ def cmd_compare(args) -> int:
         raise GuidedError(f"{args.a} and {args.b} share no graded problems (same dataset and selection?)")
     print(format_comparison(result, la, lb))
     if settings:  # costs on the problems both runs graded, so the ratio compares like with like
-        from .cost_report import cost_lines, format_cost_ratio, pick_oracle
+        from ..evaluation.cost_report import cost_lines, format_cost_ratio, pick_oracle
 
         ids = set.intersection(*({r["unique_id"] for r in latest(rows) if is_graded(r)} for rows in (ra, rb)))
         runs = [(label, [r for r in latest(rows) if r["unique_id"] in ids]) for label, rows in ((la, ra), (lb, rb))]
@@ -365,7 +337,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_grade(args) -> int:
-    from .runner import regrade
+    from ..evaluation.runner import regrade
 
     if args.grade_timeout <= 0:
         raise ConfigError(f"grade_timeout must be a number of seconds > 0, got {args.grade_timeout}")

@@ -3,9 +3,8 @@
     guided serve --base_model 0.5B --oracle_model 1.5B --policy verify --port 8100
 
 Every ``guided generate`` flag is accepted and becomes the default of every request
-(a request's body overrides it per request). ``register`` adds the subcommand to the main
-parser (``guided_inference/cli.py`` calls it); FastAPI and uvicorn are imported only when
-the command runs (the ``[serve]`` extra).
+(a request's body overrides it per request). The server is ``serve/``; FastAPI and
+uvicorn are imported only when the command runs (the ``[serve]`` extra).
 """
 from __future__ import annotations
 
@@ -13,11 +12,12 @@ import logging
 import sys
 
 from ..config import GuidedError, check_int
+from .flags import add_generation_flags, add_model_flags, flag, generation_config
 
 DEFAULT_PORT = 8100
 
 
-def register(sub, *, add_model_flags, add_generation_flags, flag, generation_config) -> None:
+def register(sub) -> None:
     s = sub.add_parser("serve", help="serve the guided pair as an OpenAI-compatible server (/v1/completions, "
                                      "/v1/chat/completions)")
     add_model_flags(s)
@@ -47,11 +47,11 @@ def cmd_serve(args) -> int:
     try:
         import uvicorn
 
-        from .app import create_app
+        from ..serve.app import create_app
     except ImportError as e:
         raise GuidedError(f"guided serve needs the [serve] extra (pip install 'guided-inference[serve]'): {e}") from None
     from ..pair import load_pair
-    from .service import GuidedService
+    from ..serve.service import GuidedService
 
     check_int("port", args.port, 0)
     check_int("max_queue", args.max_queue, 0)

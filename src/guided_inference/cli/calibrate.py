@@ -1,0 +1,81 @@
+"""``guided calibrate``: the value of a policy's calibrated field (a threshold,
+``prefix_tokens``, ``ngram``, ``p``) that spends a target oracle share.
+
+    guided calibrate --policy entropy --target_share 0.10 --c 20 --k 10 --base_model 0.5B \\
+        --dataset math --num_samples 100 --output_file cal.json
+    guided calibrate --policy verify --target_share 0.10 --from_results base_only_math.jsonl --output_file cal.json
+
+The library: ``evaluation/calibrate.py`` (base-only traces, outside the evaluation set)
+and ``calibration.py`` (the replay that chooses the value, the calibration file). ``guided
+eval --target_share`` calls ``cmd_calibrate`` first (``evaluate.calibrate_first``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..calibration import calibration_record, check_calibratable, choose_value, write_calibration
+from ..config import ConfigError
+from ..evaluation.calibrate import (CAL_NUM_SAMPLES, base_only_rows, divergence_rows, dry_run, recorded_traces,
+                                    run_base_only)
+from ..evaluation.runner import EVAL_MAX_NEW_TOKENS
+from ..policies import POLICIES
+from .flags import add_generation_flags, add_model_flags, add_prompt_flags, flag, generation_config
+
+
+def register(sub) -> None:
+    p = sub.add_parser("calibrate", help="the threshold at which a policy spends a target oracle share")
+    add_model_flags(p)
+    add_generation_flags(p)
+    flag(p, "target_share", type=float, default=None, help="oracle-token share to aim at, in (0, 1)")
+    flag(p, "from_results", default=None, help="a base-only results file (policy never) instead of running the base")
+    flag(p, "from_divergence", default=None,
+         help="a guided divergence file (statistics and oracle scores already teacher-forced) instead")
+    flag(p, "dataset", default=None, help="dataset of the base-only run (default math, minus MATH-500)")
+    flag(p, "num_samples", type=int, default=None, help=f"problems of the base-only run (default {CAL_NUM_SAMPLES})")
+    flag(p, "offset", type=int, default=0, help="skip this many problems of the split first")
+    flag(p, "base_file", default=None, help="where the base-only run goes (default <output_file>.base.jsonl)")
+    add_prompt_flags(p)
+    flag(p, "output_file", default=None, help="the calibration JSON to write")
+    flag(p, "dry_run_on", default=None,
+         help="base-only results or divergence file of the evaluation set: print the share the chosen value "
+              "spends in a replay there")
+    flag(p, "no_progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_calibrate, make_config=generation_config)
+
+
+def cmd_calibrate(args) -> int:
+    from ..pair import load_pair
+
+    if args.target_share is None or not (0.0 < args.target_share < 1.0):
+        raise ConfigError(f"target_share must be a number in (0, 1), got {args.target_share!r}")
+    if not args.output_file:
+        raise ConfigError("--output_file is required (the calibration JSON)")
+    config = args.make_config(args)
+    if args.max_new_tokens is None:  # the eval's limit, not generate's: the replay stops where the eval would
+        config = config.replace(max_new_tokens=EVAL_MAX_NEW_TOKENS)
+    check_calibratable(config)
+    verify = config.consult_mode == "verify"
+    out = Path(args.output_file)
+    pair = load_pair(args.base_model, args.oracle_model if verify else args.base_model, n_ctx=args.n_ctx)
+    if args.from_divergence:
+        rows, source = divergence_rows(args.from_divergence, pair, verify), f"divergence {args.from_divergence}"
+    elif args.from_results:
+        rows, source = base_only_rows(args.from_results, pair.base), f"results {args.from_results}"
+    else:
+        base_file = Path(args.base_file) if args.base_file else out.with_suffix(".base.jsonl")
+        rows, source = run_base_only(args, pair, base_file), f"base-only run {base_file}"
+    recs = recorded_traces(rows, pair, verify, divergence=bool(args.from_divergence), what="calibration")
+    value, share, curve = choose_value(config, recs, args.target_share)
+    name = POLICIES[config.policy].calibrate
+    chosen = config.replace(**{name: value})
+    dry = dry_run(args.dry_run_on, pair, chosen, verify)[0] if getattr(args, "dry_run_on", None) else None
+    record = calibration_record(config, args.target_share, value, share, curve, base=pair.base,
+                                oracle=pair.oracle if verify else None, problem_ids=[r["unique_id"] for r in rows],
+                                source=source, dry_run=dry)
+    write_calibration(out, record)
+    print(f"{out}: policy {config.policy}, {name} {value:.6g}, expected oracle share {100 * share:.1f}% "
+          f"(target {100 * args.target_share:.1f}%) over {len(rows)} problems, c={config.c} k={config.k}")
+    if dry is not None:
+        print(f"dry run on {dry['file']} ({dry['n_problems']} base-only traces of the evaluation set): "
+              f"{name} {value:.6g} spends {100 * dry['share']:.1f}% there")
+    return 0
