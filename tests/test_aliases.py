@@ -6,7 +6,7 @@ import json
 import pytest
 
 from conftest import run_cli
-from guided_inference.aliases import alias_rows, find_alias, load_aliases, user_file
+from guided_inference.backends.aliases import alias_rows, find_alias, load_aliases, user_file
 from guided_inference.backends.openai_http import OpenAIHTTPBackend
 from guided_inference.config import ConfigError
 from guided_inference.prompts import render_chat

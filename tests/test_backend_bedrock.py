@@ -16,7 +16,7 @@ boto3 = pytest.importorskip("boto3")
 from botocore.response import StreamingBody  # noqa: E402
 from botocore.stub import Stubber  # noqa: E402
 
-from guided_inference.aliases import find_alias  # noqa: E402
+from guided_inference.backends.aliases import find_alias  # noqa: E402
 from guided_inference.backends.bedrock import BedrockBackend, request_body  # noqa: E402
 from guided_inference.backends.protocol import BackendError  # noqa: E402
 from guided_inference.config import GenerationConfig, SamplingConfig  # noqa: E402

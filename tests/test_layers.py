@@ -24,8 +24,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # configuration and records, the model catalogue, pure helpers: nothing here runs a model
     ("records", ("guided_inference", "config", "buildinfo", "stats", "features", "trace", "transcript", "prompts",
                  "models", "atomic", "intervals", "render")),
-    # how a model runs: the Backend protocol and one file per backend; aliases name them
-    ("backends", ("backends", "aliases", "doctor")),
+    # how a model runs: the Backend protocol, one file per backend, the aliases that name them
+    ("backends", ("backends", "doctor")),
     # when to consult: the policies, the learned router, teacher forcing's per-token features
     ("policies", ("policies", "router", "teacher")),
     # the guided loop, its replay (calibration), the config it is run with, the pair it runs on

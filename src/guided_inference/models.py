@@ -67,7 +67,7 @@ CATALOGUE: dict[str, ModelSpec] = {
     )
 }
 
-# Short names from the original tool's habits. Remote aliases (1B/3B/8B/70B) live in aliases.py.
+# Short names from the original tool's habits. Remote aliases (1B/3B/8B/70B) live in backends/aliases.py.
 ALIASES = {"0.5B": "qwen2.5-coder-0.5b", "1.5B": "qwen2.5-coder-1.5b", "smollm2": "smollm2-135m", "gemma3": "gemma3-270m"}
 
 

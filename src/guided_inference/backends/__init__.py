@@ -3,7 +3,7 @@
 ``load_backend(name)`` maps a model name to a ready backend:
   - a catalogue name, alias (``0.5B``, ``1.5B``) or ``.gguf`` path -> embedded llama.cpp;
   - an alias (``1B``, ``8B``, ``bedrock-8B``, or one from the user's models.toml; see
-    ``aliases.py``) -> the backend it names (HTTP, Bedrock, ...); aliases win over the catalogue;
+    ``aliases.py`` here) -> the backend it names (HTTP, Bedrock, ...); aliases win over the catalogue;
   - ``http://host:port`` (several joined by commas: replicas) -> an OpenAI-compatible server,
     its kind detected (``openai_http.py``);
   - anything a loader in ``REMOTE_LOADERS`` accepts (checked first).
@@ -25,7 +25,7 @@ def load_backend(name: str, *, n_ctx: int = 4096, collect_stats: bool = True) ->
         backend = loader(name)
         if backend is not None:
             return backend
-    from ..aliases import find_alias
+    from .aliases import find_alias
 
     alias = find_alias(name)
     if alias is not None:

@@ -154,7 +154,7 @@ def cmd_doctor(args) -> int:
 def _remote_rows() -> list[dict]:
     """Alias rows, each with ``endpoint`` (see ``aliases.endpoint``)."""
     try:
-        from ..aliases import alias_rows
+        from ..backends.aliases import alias_rows
     except ImportError:
         return []
     return alias_rows()

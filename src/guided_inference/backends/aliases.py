@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from .config import ConfigError
+from ..config import ConfigError
 
 BACKENDS = ("openai_http", "bedrock", "llama_cpp", "transformers")
 HTTP_TUNING = ("timeout_s", "connect_timeout_s", "retries", "backoff_s", "retry_after_max_s", "down_s", "top_logprobs")
@@ -38,7 +38,7 @@ class Alias:
         """Build the backend this alias names."""
         o = self.options
         if self.backend == "openai_http":
-            from .backends.openai_http import HTTPSettings, OpenAIHTTPBackend
+            from .openai_http import HTTPSettings, OpenAIHTTPBackend
 
             settings = HTTPSettings(**{k: o[k] for k in HTTP_TUNING if k in o})
             return OpenAIHTTPBackend(
@@ -48,17 +48,17 @@ class Alias:
                 eos_text=o.get("eos_text"), eos_token_ids=tuple(o.get("eos_token_ids", ())),
                 api_key_env=o.get("api_key_env"), settings=settings, collect_stats=collect_stats)
         if self.backend == "bedrock":
-            from .backends.bedrock import BedrockBackend
+            from .bedrock import BedrockBackend
 
             return BedrockBackend(self.model_id, name=self.name, region=o.get("region"),
                                   tokenizer_family=o.get("tokenizer_family"), chat_template=o.get("chat_template"),
                                   bos_text=o.get("bos_text", ""), eos_text=o.get("eos_text", ""))
         if self.backend == "transformers":
-            from .backends.transformers_backend import TransformersBackend
+            from .transformers_backend import TransformersBackend
 
             return TransformersBackend(o.get("path") or self.model_id, name=self.name)
-        from .backends.llama_cpp import LlamaCppBackend
-        from .models import resolve
+        from .llama_cpp import LlamaCppBackend
+        from ..models import resolve
 
         path, model_id, sha = resolve(o.get("path") or self.model_id)
         return LlamaCppBackend(path, name=self.name, model_id=model_id, sha256=sha, n_ctx=n_ctx,
