@@ -16,7 +16,7 @@ import argparse
 import dataclasses
 
 from ..config import GenerationConfig
-from ..user_config import INTERNAL_FIELDS, generation_config  # noqa: F401 - the commands' make_config
+from ..user_config import INTERNAL_FIELDS, generation_config
 
 _TYPES = {"int": int, "float": float, "str": str}
 
@@ -63,3 +63,7 @@ def add_prompt_flags(p) -> None:
               "task's step-by-step \\boxed{} prompt); its hash becomes the recorded prompt_template")
     flag(p, "system_prompt", default=None, help="a system message before the user message (default: the "
          "chat template's own)")
+
+
+# generation_config is handed on: each command sets it as its make_config
+__all__ = ["Parser", "add_generation_flags", "add_model_flags", "add_prompt_flags", "flag", "generation_config"]
