@@ -67,9 +67,14 @@ def assert_usage_matches(usage: dict, trace: dict) -> None:
 
 
 def without_timings(trace: dict) -> dict:
-    return {k: v for k, v in trace.items() if k not in ("timings", "config", "base_model_id", "oracle_model_id",
-                                                         "base_model", "oracle_model", "base_sha256",
-                                                         "oracle_sha256", "seed", "version")}
+    """The trace without wall-clock fields (timings, the cost record's seconds) and provenance."""
+    out = {k: v for k, v in trace.items() if k not in ("timings", "config", "base_model_id", "oracle_model_id",
+                                                        "base_model", "oracle_model", "base_sha256",
+                                                        "oracle_sha256", "seed", "version")}
+    if isinstance(out.get("cost"), dict):
+        out["cost"] = {m: {k: v for k, v in c.items() if k != "seconds"} if isinstance(c, dict) else c
+                       for m, c in out["cost"].items()}
+    return out
 
 
 def test_models_and_health(server):

@@ -1,7 +1,7 @@
 """Frozen, self-validating configuration for guided generation.
 
 Every default and its help text live here once (``option``); the CLI derives its
-flags from these fields (see ``cli.py``), so ``guided generate --help`` and the
+flags from these fields (see ``cli/flags.py``), so ``guided generate --help`` and the
 library agree. ``check_int``/``check_float`` are the one copy of the range checks.
 
 Contract: constructing a config with a bad value raises ``ConfigError`` whose
