@@ -238,10 +238,10 @@ def choose_value(config, recs: list[Recorded], target: float) -> tuple[float, fl
 
 
 def write_calibration(path: Path, record: dict) -> None:
+    from .atomic import write_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    tmp.replace(path)
+    write_atomic(path, json.dumps(record, indent=1) + "\n")
 
 
 def calibration_record(config, target: float, value: float, share: float, curve, *, base, oracle,

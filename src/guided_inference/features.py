@@ -41,6 +41,7 @@ MAYBE, DONE, NO = 0, 1, 2  # can the current line still open a step / it does / 
 _DONE = re.compile(r"(?:#{1,6} *|\*\*)?Step \d|\d+[.)]|[-\u2022]|\* |#{2,6} ")
 _MAYBE = re.compile(r"(?:#{1,6} *|\*\*?)?(?:S(?:t(?:e(?:p ?)?)?)?)?|\d+")
 ANSWER_OPEN = "\\boxed{"
+ROLLING_WINDOWS = (4, 16, 64)  # rolling-entropy windows of the router's features and the divergence study
 
 
 def marker_state(line: str) -> int:

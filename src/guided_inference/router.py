@@ -39,8 +39,9 @@ import numpy as np
 
 from . import __version__
 from .config import GuidedError
+from .features import ROLLING_WINDOWS
 
-WINDOWS = (4, 16, 64)
+WINDOWS = ROLLING_WINDOWS
 FEATURES = ("entropy", "varentropy", "top_prob", "margin",
             *(f"rolling_entropy_{w}" for w in WINDOWS), "boundary", "log_position")
 KIND = "guided-router"
@@ -146,11 +147,11 @@ def save_router(router: Router, path: str | Path) -> str:
     """Write the router JSON atomically; return its sha256."""
     from .models import file_sha256
 
+    from .atomic import write_atomic
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(dict(router.to_dict(), created_at=time.time(), version=__version__), indent=1) + "\n")
-    tmp.replace(path)
+    write_atomic(path, json.dumps(dict(router.to_dict(), created_at=time.time(), version=__version__), indent=1) + "\n")
     return file_sha256(path)
 
 

@@ -29,6 +29,7 @@ import numpy as np
 from .. import __version__
 from ..config import GuidedError
 from ..evaluation.results import ResultsFile
+from ..features import ROLLING_WINDOWS
 from ..prompts import prompt_ids as engine_prompt_ids  # the engine's BOS rule, per model
 from ..teacher import TokenFeatures, teacher_force
 
@@ -36,7 +37,7 @@ FLOAT_ARRAYS = ("entropy", "varentropy", "top_prob", "margin", "token_prob", "or
 INT_ARRAYS = ("token_ids", "since_newline", "oracle_top1")
 ARRAYS = FLOAT_ARRAYS + INT_ARRAYS + ("boundary",)
 DIGITS = 4  # 1e-4 is far below the batch-vs-token-by-token noise of the statistics (~1e-2)
-WINDOWS = (4, 16, 64)  # rolling-entropy windows studied
+WINDOWS = ROLLING_WINDOWS  # rolling-entropy windows studied (the router's features)
 LABELS = ("disagree", "oracle_p_lt_0.1")
 ORACLE_P_CUT = 0.1
 
