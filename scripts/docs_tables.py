@@ -26,6 +26,8 @@ sys.path.insert(0, str(ROOT / "src"))  # this tree's package, not whichever one 
 
 from guided_inference.evaluation.report import (Summary, breakdown, compare, cost_row, is_graded, latest,  # noqa: E402
                                                 oracle_reads, pct, summarize)
+from guided_inference.evaluation.cost_report import cost_lines  # noqa: E402
+from guided_inference.evaluation.costs import NA, CostSettings  # noqa: E402
 from guided_inference.evaluation.results import read_rows  # noqa: E402
 
 RESULTS = "results/math500-first100"
@@ -66,10 +68,17 @@ POLICY_RUNS = (
     Run("p-verify", "math500_0.5B_1.5B_verify_share0.1_c20_k10.jsonl", "", "verify, calibrated"),
 )
 
+# Issue 18: the lossless anchor and verify with the fixed rules (cost record in every line); may be partial.
+COST_RUNS = (
+    Run("c-verify2", "math500_0.5B_1.5B_verify_share0.1_c20_k10_v2.jsonl", "", "verify, calibrated, fixed rules"),
+    Run("c-speculative", "math500_0.5B_1.5B_speculative_s10.jsonl", "", "speculative (draft 10)"),
+)
+COST_MODELS = ("tokens", "compute", "gpu", "api")  # cpu needs a rates file measured on a quiet machine
+
 
 def load(root: Path = ROOT) -> dict[str, list[dict]]:
     runs = {r.key: latest(read_rows(root / RESULTS / r.file)) for r in RUNS}
-    for r in (RESEEDED, *POLICY_RUNS):
+    for r in (RESEEDED, *POLICY_RUNS, *COST_RUNS):
         path = root / RESULTS / r.file
         runs[r.key] = latest(read_rows(path)) if path.exists() else []
     return runs
@@ -116,6 +125,68 @@ def policies(runs: dict[str, list[dict]]) -> str:
                                 "right only in A / only in B"), pairs)
 
 
+def costs(runs: dict[str, list[dict]]) -> str:
+    """Issue 18: every run's cost under each cost model, normalized to the oracle-only run on the
+    same problems (= 1.00), beside its accuracy on those problems; and the straight line: the
+    accuracy that mixing base and oracle answers in proportion to compute would give at that cost
+    (base + (oracle - base) x (cost - base cost) / (1 - base cost), on the same problems)."""
+    order = [("base", "base only"), *((p.key, p.label) for p in (*POLICY_RUNS, *COST_RUNS)), ("oracle", "oracle only")]
+    present = [(label, runs[key]) for key, label in order if runs.get(key)]
+    oracle = ("oracle only", runs["oracle"])
+    per_model = {m: {line.label: line for line in cost_lines(present, CostSettings(m), oracle)} for m in COST_MODELS}
+    base_by_id = {r["unique_id"]: r for r in runs["base"] if is_graded(r)}
+    oracle_by_id = {r["unique_id"]: r for r in runs["oracle"] if is_graded(r)}
+    rows = []
+    for label, _ in present:
+        line = per_model["compute"][label]
+        cells = []
+        for m in COST_MODELS:
+            ratio = per_model[m][label].ratio
+            derived = per_model[m][label].cost.derived
+            cells.append("?" if ratio is None else NA if ratio == NA else f"{ratio:.2f}" + ("*" if derived else ""))
+        line_acc = "-"
+        ids = [r["unique_id"] for r in latest(runs[next(k for k, lab in order if lab == label)])
+               if is_graded(r) and r["unique_id"] in base_by_id and r["unique_id"] in oracle_by_id]
+        if ids and isinstance(line.ratio, float):
+            b = sum(bool(base_by_id[i]["correct"]) for i in ids) / len(ids)
+            o = sum(bool(oracle_by_id[i]["correct"]) for i in ids) / len(ids)
+            base_line = per_model["compute"]["base only"]
+            bc = base_line.ratio if isinstance(base_line.ratio, float) else 0.0
+            t = min(1.0, max(0.0, (line.ratio - bc) / (1 - bc))) if bc < 1 else 1.0
+            line_acc = f"{pct(b + (o - b) * t)} ({100 * (line.summary.accuracy - (b + (o - b) * t)):+.1f})"
+        rows.append((label, str(line.summary.n), f"**{pct(line.summary.accuracy)}**", ci(line.summary), *cells,
+                     line_acc))
+    return table(("run", "n (with oracle only)", "accuracy", "95% CI (Wilson)",
+                  *(f"{m} cost" for m in COST_MODELS), "straight line at its compute cost (run − line)"), rows)
+
+
+def speculative(runs: dict[str, list[dict]]) -> str:
+    """Issue 18: speculative (greedy) against the oracle alone on their shared problems: accuracy,
+    the paired difference, and how often the two greedy paths split (the first token where
+    their ids differ: batched and one-token llama.cpp passes round differently at near-ties)."""
+    spec = {r["unique_id"]: r for r in runs["c-speculative"] if is_graded(r)}
+    orc = {r["unique_id"]: r for r in runs["oracle"] if is_graded(r)}
+    ids = [i for i in spec if i in orc]
+    if not ids:
+        return "(no speculative run yet)\n"
+    splits = []
+    for i in ids:
+        a, b = spec[i].get("token_ids") or [], orc[i].get("token_ids") or []
+        first = next((j for j, (x, y) in enumerate(zip(a, b)) if x != y), None)
+        if first is None and len(a) != len(b):
+            first = min(len(a), len(b))
+        splits.append(first)
+    c = compare([orc[i] for i in ids], [spec[i] for i in ids], n_boot=10_000, seed=0)
+    same = sum(x is None for x in splits)
+    at = sorted(x for x in splits if x is not None)
+    where = f"median first split at token {at[len(at) // 2]}" if at else "-"
+    rows = [("speculative − oracle only", str(len(ids)), f"{100 * c.diff:+.1f} points",
+             f"[{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}]", f"{c.a_wins} / {c.b_wins}",
+             f"{same} of {len(ids)}", where)]
+    return table(("comparison", "shared", "difference", "95% CI (paired bootstrap)", "right only in A / only in B",
+                  "identical token ids", "paths that split"), rows)
+
+
 def reseeded(runs: dict[str, list[dict]]) -> str:
     """The fixed-schedule and per-problem random runs side by side, on the problems both
     graded, with paired differences (per-problem minus fixed, and minus base only)."""
@@ -151,15 +222,26 @@ def ci(s: Summary) -> str:
 
 
 def readme_first100(runs: dict[str, list[dict]]) -> str:
+    """The README's first table: accuracy, written share, and compute and gpu cost (issue 18;
+    normalized to the oracle-only run on the same problems), with the partial issue-18 rows."""
+    listed = [(r.readme_label, r.key) for r in RUNS]
+    if runs[RESEEDED.key]:  # the corrected re-run beside the random one
+        listed.insert(2, ("random consults, c=20 k=10, per-problem schedules", RESEEDED.key))
+    listed[-1:-1] = [(r.label, r.key) for r in (POLICY_RUNS[-1], *COST_RUNS) if runs[r.key]]
+    present = [(label, runs[key]) for label, key in listed]
+    oracle = ("oracle only", runs["oracle"])
+    cost = {m: {line.label: line for line in cost_lines(present, CostSettings(m), oracle)} for m in ("compute", "gpu")}
     rows = []
-    for r in RUNS:
-        s = summarize(runs[r.key], r.key)
-        rows.append((r.readme_label, pct(s.accuracy), ci(s), share(s.oracle_share)))
-        if r.key == "random" and runs[RESEEDED.key]:  # the corrected re-run beside it
-            s = summarize(runs[RESEEDED.key], RESEEDED.key)
-            rows.append((f"{r.readme_label}, per-problem schedules (n = {s.n})", pct(s.accuracy), ci(s),
-                         share(s.oracle_share)))
-    return table(("run", "accuracy", "95% CI", "oracle-token share"), rows)
+    for label, key in listed:
+        s = summarize(runs[key], key)
+        name = label if s.n == 100 else f"{label} (n = {s.n})"
+        cells = []
+        for m in ("compute", "gpu"):
+            line = cost[m][label]
+            ratio = line.ratio
+            cells.append("?" if ratio is None else NA if ratio == NA else f"{ratio:.2f}" + ("*" if line.cost.derived else ""))
+        rows.append((name, pct(s.accuracy), ci(s), share(s.oracle_share), *cells))
+    return table(("run", "accuracy", "95% CI", "oracle-token share", "compute cost", "gpu cost (model)"), rows)
 
 
 def first100(runs: dict[str, list[dict]]) -> str:
@@ -214,6 +296,8 @@ TABLES = {
     "by-level": by_level,
     "reseeded": reseeded,
     "policies": policies,
+    "costs": costs,
+    "speculative": speculative,
 }
 
 

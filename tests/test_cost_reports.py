@@ -52,9 +52,19 @@ def test_an_old_file_reports_with_unknowns_shown(old_files):
         assert cells_of(sections["compute"], key)[5] == f"{compute(key) / compute('always'):.2f}*"
     assert cells_of(sections["compute"], "always")[5] == "1.00*"
     assert "* derived from the timings record" in sections["compute"]
-    # gpu needs the batch sizes: unknown for every run, never 0
-    for key in OLD:
-        assert cells_of(sections["gpu"], key)[5:] == ["?", "?", "no cost record (batch sizes not recorded)"]
+    # gpu needs the batch sizes: unknown for a guided run, never 0; one model alone is one prompt
+    # batch, then one call per generated token, so its calls are derived (weights from the catalogue)
+    for key in ("random", "verify"):
+        assert cells_of(sections["gpu"], key)[5:] == [
+            "?", "?", "no cost record (batch sizes not recorded: only base-only and oracle-only runs are derived)"]
+    from guided_inference.models import CATALOGUE
+
+    def gpu(key, role):
+        size = CATALOGUE["qwen2.5-coder-0.5b" if role == "base" else "qwen2.5-coder-1.5b"].size
+        return sum(size * (max(1.0, r["timings"][role]["prefill_tokens"] / 256) + r["timings"][role]["decode_tokens"])
+                   for r in rows[key])
+    assert cells_of(sections["gpu"], "never")[5] == f"{gpu('never', 'base') / gpu('always', 'oracle'):.2f}*"
+    assert cells_of(sections["gpu"], "always")[5] == "1.00*"
     # api: verify cannot run on such an API; a guided run's contexts are not recorded; one model alone is
     # one request (prompt in at 1x, answer out at 4x; prices proportional to parameters)
     assert cells_of(sections["api"], "verify")[5] == "n/a"

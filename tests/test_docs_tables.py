@@ -29,7 +29,8 @@ def runs(docs_tables):
 
 
 EXPECTED_BLOCKS = {"README.md": ["readme-first100"],
-                   "docs/results.md": ["first100", "guided-usage", "paired", "by-level", "reseeded", "policies"]}
+                   "docs/results.md": ["first100", "guided-usage", "paired", "by-level", "reseeded", "policies",
+                                       "costs", "speculative"]}
 
 
 @pytest.mark.parametrize("doc", sorted(EXPECTED_BLOCKS))
@@ -66,7 +67,7 @@ def test_text_outside_the_markers_is_untouched(docs_tables, runs):
     text = "# Title\n\nbefore\n<!-- table:readme-first100 -->\nstale\n<!-- /table -->\nafter | 1 |\n"
     out = docs_tables.render(text, runs)
     assert out.startswith("# Title\n\nbefore\n<!-- table:readme-first100 -->\n| run | accuracy |")
-    assert out.endswith("| oracle only | 44.0% | 34.7%-53.8% | 100% |\n<!-- /table -->\nafter | 1 |\n")
+    assert out.endswith("| oracle only | 44.0% | 34.7%-53.8% | 100% | 1.00* | 1.00* |\n<!-- /table -->\nafter | 1 |\n")
     with pytest.raises(KeyError, match="unknown table 'nope'"):
         docs_tables.render("<!-- table:nope -->\n<!-- /table -->", runs)
 

@@ -25,7 +25,8 @@ Counts come from a row's ``cost`` record (per model "base" and "oracle": calls, 
 read_prompt, read_catchup, read_check, decoded, evaluated, written, kept, rejected, context_tokens,
 batches = [[n_tokens, n_logit_rows, count], ...], seconds). A results file made before that record
 has ``timings`` only: tokens read = prefill_tokens and tokens written = decode_tokens there, so
-compute (and api for single-model runs) is derived from them and marked ``derived``; what they do not
+compute (and api, cpu and gpu for single-model runs, whose forward calls are one prompt batch and
+one call per generated token) is derived from them and marked ``derived``; what they do not
 hold (batch sizes, contexts) stays unknown (None), never 0.
 """
 from __future__ import annotations
@@ -93,7 +94,18 @@ def counts(row: dict, role: str) -> Counts:
     t = (row.get("timings") or {}).get(role)
     if not isinstance(t, dict):
         return Counts()
-    return Counts(read=t.get("prefill_tokens"), written=t.get("decode_tokens"), derived=True)
+    read, written = t.get("prefill_tokens"), t.get("decode_tokens")
+    batches = None
+    if policy_of(row) in SINGLE_MODEL and isinstance(read, int) and isinstance(written, int) and read <= PROMPT_BATCH:
+        # One model alone: the prompt in one batch (n_batch 512), then one call per generated
+        # token; no other forward call exists, so the shape is known from the two counts.
+        batches = tuple(b for b in ((read, 1, 1), (1, 1, written)) if b[0] and b[2])
+    return Counts(read=read, written=written, decoded=written if batches is not None else None,
+                  batches=batches, derived=True)
+
+
+SINGLE_MODEL = ("never", "always")  # runs in which only one model is called
+PROMPT_BATCH = 512  # llama.cpp's n_batch here: a prompt up to this long is one forward call
 
 
 def policy_of(row: dict) -> str | None:
@@ -264,12 +276,12 @@ def run_cost(rows: list[dict], s: CostSettings) -> RunCost:
         return RunCost(n, NA, derived, "needs prompt log-probabilities")
     if any(v is None for v in values):
         return RunCost(n, None, derived, _why_unknown(rows, s))
-    return RunCost(n, sum(values) / n, derived and s.model in ("compute", "api"))
+    return RunCost(n, sum(values) / n, derived)
 
 
 def _why_unknown(rows: list[dict], s: CostSettings) -> str:
     if s.model in ("cpu", "gpu") and any(not isinstance(r.get("cost"), dict) for r in rows):
-        return "no cost record (batch sizes not recorded)"
+        return "no cost record (batch sizes not recorded: only base-only and oracle-only runs are derived)"
     if s.model == "api" and any(not isinstance(r.get("cost"), dict) for r in rows):
         return "no cost record (contexts not recorded)"
     first = rows[0]
