@@ -29,7 +29,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # when to consult: the policies, the learned router, teacher forcing's per-token features
     ("policies", ("policies", "router", "teacher")),
     # the guided loop, its replay (calibration), the config it is run with, the pair it runs on
-    ("engine", ("engine", "checking", "calibration", "user_config", "pair")),
+    ("engine", ("engine", "handoff", "checking", "calibration", "user_config", "pair")),
     # datasets: load, prompt, grade
     ("tasks", ("tasks",)),
     # runs of the pair over problems into results files; machine rates
