@@ -14,10 +14,12 @@ remain and, for signal policies, once ``cooldown`` base tokens have passed since
 last consult. Randomness comes only from the injected, seeded ``rng``. A policy may cap
 a consult below k (``consult_tokens``: ``prefix`` stops the oracle at its m-th token).
 
-Every policy is registered in ``POLICIES`` with a ``PolicySpec``: its parameters with
-defaults and checks (one-line errors), what it reads, which backends can serve it,
-its reference, and the parameter ``guided calibrate`` tunes (``calibrate``; None: the
-policy spends what its rule says). A threshold policy also exposes its ``score``: it fires
+Every policy is registered in ``POLICIES`` with a ``PolicySpec``: its builder, what it
+reads, which backends can serve it, its reference, and the parameter ``guided calibrate``
+tunes (``calibrate``; None: the policy spends what its rule says). Its parameters with
+defaults and checks (one-line errors) are its ``PolicyParams`` in ``config.POLICY_PARAMS``,
+so a ``GenerationConfig`` validates itself without importing this module; the spec reads
+them through properties, and the import fails if the two tables name different policies. A threshold policy also exposes its ``score``: it fires
 when the score is above (or below) the threshold, so calibration can list the exact
 thresholds at which its decisions change. ``guided policies`` prints the table from the
 registry; calibration replays these same objects (``calibration.replay``).
