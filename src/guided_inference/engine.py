@@ -154,7 +154,7 @@ class _Generation:
         self.last_consult_end: int | None = None  # text position where the last consult ended
         self.finish = "length"
 
-    # -- 5. stop ---------------------------------------------------------------------------
+    # -- 5. room left -----------------------------------------------------------------------
     def limit(self) -> int | None:
         """Tokens the next step may write; None when the text is done (max_new_tokens, or a
         model's context full: stop, do not fail)."""
@@ -167,20 +167,6 @@ class _Generation:
             self.finish = "context"
             return None
         return remaining if room is None else min(remaining, room)
-
-    def stop(self, chunk: Chunk) -> bool:
-        """After a step: a stop string first (a chunk can hold one and end with EOS), then EOS."""
-        if self.config.stop and self.text.cut_at_stop(self.config.stop):
-            self.finish = "stop"
-            return True
-        if self.handover:
-            return False  # the oracle writes next; a base EOS after the cut was rejected with it
-        if chunk.eos:
-            self.finish = "eos"
-            return True
-        if not chunk.tokens and not chunk.text and not chunk.stopped and not self.consulted:
-            raise BackendError(f"backend {self.readers[BASE].backend.name!r} returned no tokens and no EOS")
-        return False
 
     # -- 2. decide ---------------------------------------------------------------------------
     def decide(self) -> bool:
@@ -208,7 +194,8 @@ class _Generation:
 
     def _may_fire(self, p: DecisionPoint) -> bool:
         """The engine's rules around the policy: budget left, cooldown passed, then the policy."""
-        cooling = self.policy.signal and p.since_last_consult is not None and p.since_last_consult < self.config.cooldown
+        since = p.since_last_consult
+        cooling = self.policy.signal and since is not None and since < self.config.cooldown
         return p.consults_left > 0 and not cooling and self.policy.decide(p, self.policy_rng)
 
     def _before_base_token(self, stats: StepStats, written) -> bool:
@@ -303,13 +290,29 @@ class _Generation:
             chunk = Chunk(tokens=first, eos=first_eos)
         else:
             position = self.text.n_tokens
-            chunk = self.meter.generate(ORACLE, list(self.readers[ORACLE].context()) + first, min(n, limit) - len(first),
-                                        c.oracle_sampling, self.oracle_rng, None, position + len(first))
+            context = list(self.readers[ORACLE].context()) + first
+            chunk = self.meter.generate(ORACLE, context, min(n, limit) - len(first), c.oracle_sampling,
+                                        self.oracle_rng, None, position + len(first))
             if first:
                 chunk = Chunk(tokens=first + chunk.tokens, eos=chunk.eos, eos_token=chunk.eos_token)
         record_chunk(self.text, self.readers, ORACLE, chunk, self.shared, self.handoff)
         self.last_consult_end = self.text.n_tokens
         return chunk
+
+    # -- 5. stop ----------------------------------------------------------------------------
+    def stop(self, chunk: Chunk) -> bool:
+        """After a step: a stop string first (a chunk can hold one and end with EOS), then EOS."""
+        if self.config.stop and self.text.cut_at_stop(self.config.stop):
+            self.finish = "stop"
+            return True
+        if self.handover:
+            return False  # the oracle writes next; a base EOS after the cut was rejected with it
+        if chunk.eos:
+            self.finish = "eos"
+            return True
+        if not chunk.tokens and not chunk.text and not chunk.stopped and not self.consulted:
+            raise BackendError(f"backend {self.readers[BASE].backend.name!r} returned no tokens and no EOS")
+        return False
 
     # -- the result ----------------------------------------------------------------------------
     def trace(self) -> Trace:

@@ -19,10 +19,11 @@ reads, which backends can serve it, its reference, and the parameter ``guided ca
 tunes (``calibrate``; None: the policy spends what its rule says). Its parameters with
 defaults and checks (one-line errors) are its ``PolicyParams`` in ``config.POLICY_PARAMS``,
 so a ``GenerationConfig`` validates itself without importing this module; the spec reads
-them through properties, and the import fails if the two tables name different policies. A threshold policy also exposes its ``score``: it fires
-when the score is above (or below) the threshold, so calibration can list the exact
-thresholds at which its decisions change. ``guided policies`` prints the table from the
-registry; calibration replays these same objects (``calibration.replay``).
+them through properties, and the import fails if the two tables name different policies.
+A threshold policy also exposes its ``score``: it fires when the score is above (or below)
+the threshold, so calibration can list the exact thresholds at which its decisions change.
+``guided policies`` prints the table from the registry; calibration replays these same
+objects (``calibration.replay``).
 """
 from __future__ import annotations
 
@@ -218,7 +219,8 @@ POLICIES: dict[str, PolicySpec] = {s.name: s for s in [
                reference="Entropy Adaptive Decoding (arXiv 2502.06833); R2R rolling",
                describe="mean entropy over the last window base tokens > threshold", calibrate="threshold",
                more_spends=False),
-    PolicySpec("boundary", _boundary, "base statistics + text", ("stats",), reference="Speculative Thinking; STEER, SMART",
+    PolicySpec("boundary", _boundary, "base statistics + text", ("stats",),
+               reference="Speculative Thinking; STEER, SMART",
                describe="at a step boundary (a line after a blank line, or opening 'Step N', 'N.', '-'), if the "
                         "step's mean token probability < threshold (1 = every boundary)", calibrate="threshold"),
     PolicySpec("verify", _verify, "oracle scores", ("score",),
