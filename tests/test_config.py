@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +60,33 @@ def test_params_record_every_policy_parameter():
     assert (d["policy"], d["threshold"], d["window"], d["cooldown"]) == ("rolling_entropy", 1.2, 8, 4)
     assert {"quadrant", "entropy_threshold", "varentropy_threshold", "consult", "router", "router_sha256",
             "threshold_source", "save_stats"} <= set(d)
+
+
+def test_a_config_validates_its_policy_without_the_policies_module():
+    # config.py owns each policy's parameters (POLICY_PARAMS): construction checks them even
+    # where policies.py was never imported, and importing config does not import it.
+    code = ("import sys\n"
+            "from guided_inference.config import ConfigError, GenerationConfig\n"
+            "assert 'guided_inference.policies' not in sys.modules\n"
+            "for kw in ({'policy': 'nope'}, {'policy': 'margin', 'threshold': 2.0}):\n"
+            "    try:\n"
+            "        GenerationConfig(**kw)\n"
+            "    except ConfigError as e:\n"
+            "        print(e)\n"
+            "assert GenerationConfig(policy='verify').consult_mode == 'verify'\n"
+            "assert GenerationConfig(policy='entropy').effective_threshold == 2.5\n"
+            "assert 'guided_inference.policies' not in sys.modules\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "policy must be one of always, answer, boundary, entropix, entropy, learned, margin, never, prefix, "
+        "ramp, random, repetition, rolling_entropy, speculative, top_prob, varentropy, verify, got 'nope'",
+        "threshold must be a number in [0, 1] for margin, got 2.0"]
+
+
+def test_every_policy_has_its_parameters_and_its_behaviour_registered():
+    from guided_inference.config import POLICY_PARAMS
+    from guided_inference.policies import POLICIES
+
+    assert list(POLICY_PARAMS) == list(POLICIES)  # the same policies, in the same order

@@ -8,7 +8,8 @@ segment; nothing after a cut is counted.
 import pytest
 
 from guided_inference.config import GenerationConfig
-from guided_inference.engine import guided_generate, split_utf8_tail
+from guided_inference.engine import guided_generate
+from guided_inference.handoff import split_utf8_tail
 from guided_inference.policies import Policy
 from guided_inference.trace import BASE, ORACLE
 from guided_inference.transcript import Transcript, check_invariants

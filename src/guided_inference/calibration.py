@@ -92,7 +92,7 @@ class Replayed:
 
 
 def verify_rejects(rec: Recorded, config) -> np.ndarray:
-    """[n] where verify's check rejects the base's token: the rule of ``engine._verify``
+    """[n] where verify's check rejects the base's token: the rule of ``checking.check_step``
     (oracle top-1 differs; with a cut-off t, ``config.cut_threshold``: the oracle's
     probability of the token < t)."""
     if rec.oracle_top1 is None:

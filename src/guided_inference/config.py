@@ -3,6 +3,8 @@
 Every default and its help text live here once (``option``); the CLI derives its
 flags from these fields (see ``cli/flags.py``), so ``guided generate --help`` and the
 library agree. ``check_int``/``check_float`` are the one copy of the range checks.
+Each policy's parameters (which fields it reads, its defaults, its threshold's range, its
+consult mode) are registered here in ``POLICY_PARAMS``, beside the fields they check.
 
 Contract: constructing a config with a bad value raises ``ConfigError`` whose
 message is one line naming the field, the bad value and what is allowed,
@@ -58,6 +60,70 @@ def option(default, help: str):
 
 
 CONSULT_MODES = ("takeover", "verify")
+QUADRANTS = {  # entropix's four regimes, (entropy high?, varentropy high?)
+    "hehv": (True, True), "helv": (True, False), "lehv": (False, True), "lelv": (False, False),
+}
+
+
+@dataclass(frozen=True)
+class PolicyParams:
+    """The configuration's half of a policy's registration: which ``GenerationConfig``
+    fields it reads, its own defaults (its threshold), the allowed range of ``threshold``
+    and its default consult mode. The config owns these so that every ``GenerationConfig``
+    validates itself at construction without reading the policies (which read the config);
+    how a policy decides, what it reads and where it comes from is its ``PolicySpec`` in
+    ``policies.py``, one entry there for each one here."""
+
+    name: str
+    params: tuple[str, ...] = ()  # GenerationConfig fields it reads
+    defaults: dict = field(default_factory=dict)  # its own defaults (threshold)
+    threshold_range: tuple[float, float | None] | None = None  # allowed [lo, hi] of --threshold (hi None: no top)
+    consult: str = "takeover"  # default consult mode
+
+    def check(self, config: "GenerationConfig") -> None:
+        """ConfigError (one line) for a parameter this policy cannot use."""
+        t = config.threshold
+        if t is not None and self.threshold_range is None:
+            raise ConfigError(f"threshold is not a parameter of {self.name} (its parameters: "
+                              f"{', '.join(self.params) or 'none'}), got {t!r}")
+        if t is not None:
+            lo, hi = self.threshold_range
+            ok = isinstance(t, (int, float)) and not isinstance(t, bool)
+            if not ok or t < lo or (hi is not None and t > hi):
+                allowed = f"a number >= {lo:g}" if hi is None else f"a number in [{lo:g}, {hi:g}]"
+                raise ConfigError(f"threshold must be {allowed} for {self.name}, got {t!r}")
+        if "quadrant" in self.params and config.quadrant not in QUADRANTS:
+            raise ConfigError(f"quadrant must be one of {', '.join(QUADRANTS)}, got {config.quadrant!r}")
+        for name in ("entropy_threshold", "varentropy_threshold"):
+            v = getattr(config, name)
+            if name in self.params and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
+                raise ConfigError(f"{name} must be a number >= 0 for {self.name}, got {v!r}")
+        for name in ("prefix_tokens", "ngram"):
+            if name in self.params:
+                check_int(name, getattr(config, name), 1)
+        if "router" in self.params and not config.router:
+            raise ConfigError(f"policy {self.name} needs --router FILE (guided router fit), got none")
+
+
+POLICY_PARAMS: dict[str, PolicyParams] = {p.name: p for p in [
+    PolicyParams("never"),
+    PolicyParams("always"),
+    PolicyParams("random", ("p",)),
+    PolicyParams("ramp", ("p",)),
+    PolicyParams("entropy", ("threshold", "cooldown"), {"threshold": 2.5}, (0.0, None)),
+    PolicyParams("varentropy", ("threshold", "cooldown"), {"threshold": 5.0}, (0.0, None)),
+    PolicyParams("top_prob", ("threshold", "cooldown"), {"threshold": 0.3}, (0.0, 1.0)),
+    PolicyParams("margin", ("threshold", "cooldown"), {"threshold": 0.1}, (0.0, 1.0)),
+    PolicyParams("entropix", ("quadrant", "entropy_threshold", "varentropy_threshold", "cooldown")),
+    PolicyParams("rolling_entropy", ("threshold", "window", "cooldown"), {"threshold": 1.5}, (0.0, None)),
+    PolicyParams("boundary", ("threshold", "cooldown"), {"threshold": 0.8}, (0.0, 1.0)),
+    PolicyParams("verify", ("threshold", "verify_threshold"), {"threshold": None}, (0.0, 1.0), consult="verify"),
+    PolicyParams("speculative", ("step_size",), consult="verify"),
+    PolicyParams("learned", ("router", "threshold", "cooldown"), {"threshold": 0.5}, (0.0, 1.0)),
+    PolicyParams("prefix", ("prefix_tokens",)),
+    PolicyParams("repetition", ("ngram", "cooldown")),
+    PolicyParams("answer"),
+]}
 
 
 @dataclass(frozen=True)
@@ -69,8 +135,9 @@ class GenerationConfig:
     Invariants the engine guarantees for any valid config: at most ``c`` consults,
     at most ``k`` oracle tokens per consult, at most ``max_new_tokens`` tokens in all,
     no model call after an EOS or a stop string, and none past a model's context.
-    Policy parameters are validated by the policy that reads them (``policies.py``),
-    so a bad one fails here, at construction, with one line.
+    Policy parameters are validated against the policy's ``PolicyParams`` (the fields it
+    reads and their ranges, ``POLICY_PARAMS`` below), so a bad one fails here, at
+    construction, with one line; this module reads nothing of ``policies.py``.
 
     Verify consults: ``c`` counts takeovers (cuts), not checks; once it is spent the base
     writes unchecked (``Trace.unchecked_tokens``). Where a step is cut is decided by
@@ -127,13 +194,11 @@ class GenerationConfig:
         check_int("cooldown", self.cooldown, 0)
         if self.consult is not None and self.consult not in CONSULT_MODES:
             raise ConfigError(f"consult must be one of {', '.join(CONSULT_MODES)}, got {self.consult!r}")
-        from .policies import POLICIES  # late import: policies import this module
-
-        if self.policy not in POLICIES:
+        if self.policy not in POLICY_PARAMS:
             raise ConfigError(
-                f"policy must be one of {', '.join(sorted(POLICIES))}, got {self.policy!r}"
+                f"policy must be one of {', '.join(sorted(POLICY_PARAMS))}, got {self.policy!r}"
             )
-        POLICIES[self.policy].check(self)
+        POLICY_PARAMS[self.policy].check(self)
         self._check_verify()
 
     def _check_verify(self) -> None:
@@ -164,16 +229,12 @@ class GenerationConfig:
 
     @property
     def consult_mode(self) -> str:
-        from .policies import POLICIES
-
-        return self.consult or POLICIES[self.policy].consult
+        return self.consult or POLICY_PARAMS[self.policy].consult
 
     @property
     def effective_threshold(self) -> float | None:
         """The threshold the policy uses: the given one, else the policy's default."""
-        from .policies import POLICIES
-
-        return self.threshold if self.threshold is not None else POLICIES[self.policy].defaults.get("threshold")
+        return self.threshold if self.threshold is not None else POLICY_PARAMS[self.policy].defaults.get("threshold")
 
     @property
     def cut_threshold(self) -> float | None:

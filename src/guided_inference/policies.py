@@ -14,30 +14,28 @@ remain and, for signal policies, once ``cooldown`` base tokens have passed since
 last consult. Randomness comes only from the injected, seeded ``rng``. A policy may cap
 a consult below k (``consult_tokens``: ``prefix`` stops the oracle at its m-th token).
 
-Every policy is registered in ``POLICIES`` with a ``PolicySpec``: its parameters with
-defaults and checks (one-line errors), what it reads, which backends can serve it,
-its reference, and the parameter ``guided calibrate`` tunes (``calibrate``; None: the
-policy spends what its rule says). A threshold policy also exposes its ``score``: it fires
-when the score is above (or below) the threshold, so calibration can list the exact
-thresholds at which its decisions change. ``guided policies`` prints the table from the
-registry; calibration replays these same objects (``calibration.replay``).
+Every policy is registered in ``POLICIES`` with a ``PolicySpec``: its builder, what it
+reads, which backends can serve it, its reference, and the parameter ``guided calibrate``
+tunes (``calibrate``; None: the policy spends what its rule says). Its parameters with
+defaults and checks (one-line errors) are its ``PolicyParams`` in ``config.POLICY_PARAMS``,
+so a ``GenerationConfig`` validates itself without importing this module; the spec reads
+them through properties, and the import fails if the two tables name different policies.
+A threshold policy also exposes its ``score``: it fires when the score is above (or below)
+the threshold, so calibration can list the exact thresholds at which its decisions change.
+``guided policies`` prints the table from the registry; calibration replays these same
+objects (``calibration.replay``).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from .config import ConfigError, check_int
+from .config import POLICY_PARAMS, QUADRANTS, GenerationConfig
 from .features import History
 from .stats import StepStats
-
-QUADRANTS = {  # entropix's four regimes, (entropy high?, varentropy high?)
-    "hehv": (True, True), "helv": (True, False), "lehv": (False, True), "lelv": (False, False),
-}
-
 
 @dataclass(frozen=True)
 class DecisionPoint:
@@ -70,46 +68,36 @@ class Policy:
 
 @dataclass(frozen=True)
 class PolicySpec:
+    """How a policy decides and what it needs; its parameters (the fields it reads, their
+    defaults and ranges, its consult mode) are its ``PolicyParams`` in ``config.py``, read
+    here through the properties below, so the config validates itself without this module."""
+
     name: str
     build: Callable  # GenerationConfig -> Policy
-    params: tuple[str, ...] = ()  # GenerationConfig fields it reads
-    defaults: dict = field(default_factory=dict)  # its own defaults (threshold)
-    threshold_range: tuple[float, float] | None = None  # allowed [lo, hi] of --threshold
     reads: str = "nothing"
     needs: tuple[str, ...] = ()  # backend abilities: "stats" (base), "score" (oracle)
-    consult: str = "takeover"  # default consult mode
     reference: str = ""
     describe: str = ""
     calibrate: str | None = None  # the GenerationConfig field guided calibrate tunes (None: not calibratable)
     more_spends: bool = True  # raising that field spends more oracle tokens (False: fewer)
 
-    def check(self, config) -> None:
-        """ConfigError (one line) for a parameter this policy cannot use."""
-        t = config.threshold
-        if t is not None and self.threshold_range is None:
-            raise ConfigError(f"threshold is not a parameter of {self.name} (its parameters: "
-                              f"{', '.join(self.params) or 'none'}), got {t!r}")
-        if t is not None:
-            lo, hi = self.threshold_range
-            ok = isinstance(t, (int, float)) and not isinstance(t, bool)
-            if not ok or t < lo or (hi is not None and t > hi):
-                allowed = f"a number >= {lo:g}" if hi is None else f"a number in [{lo:g}, {hi:g}]"
-                raise ConfigError(f"threshold must be {allowed} for {self.name}, got {t!r}")
-        if "quadrant" in self.params and config.quadrant not in QUADRANTS:
-            raise ConfigError(f"quadrant must be one of {', '.join(QUADRANTS)}, got {config.quadrant!r}")
-        for name in ("entropy_threshold", "varentropy_threshold"):
-            v = getattr(config, name)
-            if name in self.params and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
-                raise ConfigError(f"{name} must be a number >= 0 for {self.name}, got {v!r}")
-        for name in ("prefix_tokens", "ngram"):
-            if name in self.params:
-                check_int(name, getattr(config, name), 1)
-        if "router" in self.params and not config.router:
-            raise ConfigError(f"policy {self.name} needs --router FILE (guided router fit), got none")
+    @property
+    def params(self) -> tuple[str, ...]:
+        return POLICY_PARAMS[self.name].params  # GenerationConfig fields it reads
+
+    @property
+    def defaults(self) -> dict:
+        return POLICY_PARAMS[self.name].defaults  # its own defaults (threshold)
+
+    @property
+    def threshold_range(self) -> tuple[float, float | None] | None:
+        return POLICY_PARAMS[self.name].threshold_range  # allowed [lo, hi] of --threshold
+
+    @property
+    def consult(self) -> str:
+        return POLICY_PARAMS[self.name].consult  # default consult mode
 
     def param_defaults(self) -> dict:
-        from .config import GenerationConfig
-
         base = {f: getattr(GenerationConfig, f, None) for f in self.params}
         base.update(self.defaults)
         return base
@@ -212,67 +200,65 @@ POLICIES: dict[str, PolicySpec] = {s.name: s for s in [
     PolicySpec("never", lambda c: Policy("never", lambda point, rng: False), describe="base only"),
     PolicySpec("always", lambda c: Policy("always", lambda point, rng: True),
                describe="consult at every decision point (oracle only when c*k >= max_new_tokens)"),
-    PolicySpec("random", _random, ("p",), reference="original tool", calibrate="p",
+    PolicySpec("random", _random, reference="original tool", calibrate="p",
                describe="consult with probability p at each decision point"),
-    PolicySpec("ramp", _ramp, ("p",), reference="original tool", calibrate="p",
+    PolicySpec("ramp", _ramp, reference="original tool", calibrate="p",
                describe="probability rising linearly from 0 to p over max_new_tokens"),
-    PolicySpec("entropy", _stat_policy("entropy", below=False), ("threshold", "cooldown"),
-               {"threshold": 2.5}, (0.0, None), STAT, ("stats",), reference="original TODO 1; entropix",
+    PolicySpec("entropy", _stat_policy("entropy", below=False), STAT, ("stats",), reference="original TODO 1; entropix",
                describe="entropy (bits) of the base's next token > threshold", calibrate="threshold",
                more_spends=False),
-    PolicySpec("varentropy", _stat_policy("varentropy", below=False), ("threshold", "cooldown"),
-               {"threshold": 5.0}, (0.0, None), STAT, ("stats",), reference="entropix",
+    PolicySpec("varentropy", _stat_policy("varentropy", below=False), STAT, ("stats",), reference="entropix",
                describe="varentropy of the base's next token > threshold", calibrate="threshold", more_spends=False),
-    PolicySpec("top_prob", _stat_policy("top_prob", below=True), ("threshold", "cooldown"),
-               {"threshold": 0.3}, (0.0, 1.0), STAT, ("stats",), reference="Nudging (gamma)",
+    PolicySpec("top_prob", _stat_policy("top_prob", below=True), STAT, ("stats",), reference="Nudging (gamma)",
                describe="top-1 probability < threshold", calibrate="threshold"),
-    PolicySpec("margin", _stat_policy("margin", below=True), ("threshold", "cooldown"),
-               {"threshold": 0.1}, (0.0, 1.0), STAT, ("stats",), reference="margin-based cascades",
+    PolicySpec("margin", _stat_policy("margin", below=True), STAT, ("stats",), reference="margin-based cascades",
                describe="top-1 minus top-2 probability < threshold", calibrate="threshold"),
-    PolicySpec("entropix", _entropix, ("quadrant", "entropy_threshold", "varentropy_threshold", "cooldown"),
-               {}, None, STAT, ("stats",), reference="entropix (xjdr-alt/entropix)",
+    PolicySpec("entropix", _entropix, STAT, ("stats",), reference="entropix (xjdr-alt/entropix)",
                describe="the (entropy, varentropy) quadrant named by quadrant"),
-    PolicySpec("rolling_entropy", _rolling, ("threshold", "window", "cooldown"), {"threshold": 1.5}, (0.0, None),
-               STAT, ("stats",), reference="Entropy Adaptive Decoding (arXiv 2502.06833); R2R rolling",
+    PolicySpec("rolling_entropy", _rolling, STAT, ("stats",),
+               reference="Entropy Adaptive Decoding (arXiv 2502.06833); R2R rolling",
                describe="mean entropy over the last window base tokens > threshold", calibrate="threshold",
                more_spends=False),
-    PolicySpec("boundary", _boundary, ("threshold", "cooldown"), {"threshold": 0.8}, (0.0, 1.0),
-               "base statistics + text", ("stats",), reference="Speculative Thinking; STEER, SMART",
+    PolicySpec("boundary", _boundary, "base statistics + text", ("stats",),
+               reference="Speculative Thinking; STEER, SMART",
                describe="at a step boundary (a line after a blank line, or opening 'Step N', 'N.', '-'), if the "
                         "step's mean token probability < threshold (1 = every boundary)", calibrate="threshold"),
-    PolicySpec("verify", _verify, ("threshold", "verify_threshold"), {"threshold": None},
-               (0.0, 1.0), "oracle scores", ("score",), consult="verify",
+    PolicySpec("verify", _verify, "oracle scores", ("score",),
                reference="BiLD rollback (Kim et al. 2023); SpecReason", calibrate="threshold",
                describe="after each base step the oracle checks it; takeover at its first disagreement "
                         "(top-1 differs, or with threshold t: p_oracle(base token) < t; --threshold and "
                         "--verify_threshold both set t); c counts takeovers"),
-    PolicySpec("speculative", lambda c: Policy("speculative", lambda point, rng: True), ("step_size",), {}, None,
-               "oracle scores", ("score",), consult="verify",
+    PolicySpec("speculative", lambda c: Policy("speculative", lambda point, rng: True), "oracle scores", ("score",),
                reference="speculative decoding (Leviathan et al. 2023; Chen et al. 2023)",
                describe="exact speculative decoding: the base drafts step_size tokens, the oracle checks every "
                         "draft (c and k do not apply); top-1 rule with correction and bonus token at oracle "
                         "temperature 0, rejection sampling above: the output follows the oracle's distribution"),
-    PolicySpec("learned", _learned, ("router", "threshold", "cooldown"), {"threshold": 0.5}, (0.0, 1.0),
-               "base statistics + router", ("stats",), reference="cheap version of R2R / CITER / Co-LLM routers",
+    PolicySpec("learned", _learned, "base statistics + router", ("stats",),
+               reference="cheap version of R2R / CITER / Co-LLM routers",
                describe="router probability (logistic regression on base features) > threshold",
                calibrate="threshold", more_spends=False),
-    PolicySpec("prefix", _prefix, ("prefix_tokens",), reads="position", calibrate="prefix_tokens",
+    PolicySpec("prefix", _prefix, reads="position", calibrate="prefix_tokens",
                reference="plan first: the oracle sets the approach, the base executes (Plan-and-Solve; "
                          "arXiv 2305.04091)",
                describe="the oracle writes the first prefix_tokens tokens (in consults of up to k; c*k must "
                         "cover them), then the base goes on alone"),
     # repetition and answer read text, but are asked before every base token: the per-token hook
     # comes with the base's statistics, so they need a backend that serves them.
-    PolicySpec("repetition", _repetition, ("ngram", "cooldown"), reads="text (token ids)", needs=("stats",),
+    PolicySpec("repetition", _repetition, reads="text (token ids)", needs=("stats",),
                calibrate="ngram", more_spends=False,
                reference="a loop is where the base is certainly lost: 43.5% of level-5 base answers run to "
                          "the token limit",
                describe="the base's last ngram tokens repeat an earlier n-gram of the answer"),
-    PolicySpec("answer", _answer, (), reads="text", needs=("stats",),
+    PolicySpec("answer", _answer, reads="text", needs=("stats",),
                reference="the final answer is the one span the grader reads; the base's reasoning may "
                          "be right and its arithmetic wrong",
                describe="the text just opened \\boxed{: the oracle writes the final answer (k tokens)"),
 ]}
+# Each policy is registered twice, its parameters in config.POLICY_PARAMS and its behaviour here:
+# the two tables must name the same policies (checked at import, so neither half can be forgotten).
+if set(POLICIES) != set(POLICY_PARAMS):
+    raise ImportError(f"policies without both halves: {sorted(set(POLICIES) ^ set(POLICY_PARAMS))}")
+
 
 def make_policy(config) -> Policy:
     """Build the policy a (validated) GenerationConfig names."""

@@ -28,7 +28,7 @@ import threading
 from typing import Callable
 
 from ..config import GuidedError
-from ..engine import split_utf8_tail
+from ..handoff import split_utf8_tail
 from ..trace import BASE, ORACLE
 from ..transcript import Transcript
 
