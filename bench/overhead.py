@@ -30,7 +30,7 @@ import time
 from guided_inference.config import GenerationConfig
 from guided_inference.engine import guided_generate
 from guided_inference.prompts import chat_prompt
-from guided_inference.pair import load_pair
+from guided_inference.model_pair import load_pair
 
 PROBLEM = ("Let $f(x) = 3x^2 - 5x + 2$. Find all real $x$ such that $f(f(x)) = 2$, "
            "and explain each step. Put the final answer in \\boxed{}.")

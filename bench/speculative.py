@@ -28,7 +28,7 @@ from servers import LlamaCppServer, llama_server_binary  # noqa: E402
 
 from guided_inference.config import GenerationConfig  # noqa: E402
 from guided_inference.engine import guided_generate  # noqa: E402
-from guided_inference.pair import load_pair  # noqa: E402
+from guided_inference.model_pair import load_pair  # noqa: E402
 from guided_inference.prompts import chat_prompt  # noqa: E402
 from guided_inference.tasks import get_task  # noqa: E402
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from guided_inference.calibration import choose_value, realised_share, recorded_from_features, replay
+from guided_inference.replay import choose_value, realised_share, recorded_from_features, replay
 from guided_inference.config import GenerationConfig
-from guided_inference.features import boundary_flags
+from guided_inference.steps import boundary_flags
 from guided_inference.models import resolve
 from guided_inference.policies import make_policy
 from guided_inference.study.divergence import features_from_row, read_divergence

@@ -18,7 +18,7 @@ from guided_inference.backends.openai_http import HTTPSettings, OpenAIHTTPBacken
 from guided_inference.backends.protocol import BackendError
 from guided_inference.config import GenerationConfig, SamplingConfig
 from guided_inference.engine import guided_generate
-from guided_inference.stats import stats_from_top_logprobs
+from guided_inference.distribution import stats_from_top_logprobs
 from vllm_standin import VLLMStandIn, encode
 
 SCRIPT = " Paris is the capital of France."

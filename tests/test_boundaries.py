@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from guided_inference.features import History, boundary_flags, is_boundary
+from guided_inference.steps import History, boundary_flags, is_boundary
 from guided_inference.models import resolve
-from guided_inference.stats import StepStats
+from guided_inference.distribution import StepStats
 from guided_inference.teacher import token_texts
 
 TRACES = Path(__file__).parent.parent / "results" / "math500-first100" / "math500_0.5B_1.5B_never_c0_k10.jsonl"

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from guided_inference.calibration import choose_value, realised_share, recorded
+from guided_inference.replay import choose_value, realised_share, recorded
 from guided_inference.config import GenerationConfig
 from guided_inference.policies import make_policy
 from guided_inference.tasks.selection import math500_ids

@@ -17,7 +17,7 @@ from guided_inference.config import GenerationConfig
 from guided_inference.evaluation.results import ResultsError, read_rows
 from guided_inference.evaluation.runner import EvalSettings, regrade, run_eval
 from guided_inference.models import resolve
-from guided_inference.pair import Pair
+from guided_inference.model_pair import Pair
 from guided_inference.prompts import chat_prompt
 from guided_inference.tasks import task_for_file
 from guided_inference.tasks.grading import grade_response

@@ -22,14 +22,14 @@ PACKAGE = ROOT / "src" / "guided_inference"
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # configuration and records, the model catalogue, pure helpers: nothing here runs a model
-    ("records", ("guided_inference", "config", "buildinfo", "stats", "features", "trace", "transcript", "prompts",
+    ("records", ("guided_inference", "config", "buildinfo", "distribution", "steps", "trace", "transcript", "prompts",
                  "models", "atomic", "intervals", "render")),
     # how a model runs: the Backend protocol, one file per backend, the aliases that name them
     ("backends", ("backends", "doctor")),
     # when to consult: the policies, the learned router, teacher forcing's per-token features
     ("policies", ("policies", "router", "teacher")),
     # the guided loop, its replay (calibration), the config it is run with, the pair it runs on
-    ("engine", ("engine", "handoff", "checking", "calibration", "user_config", "pair")),
+    ("engine", ("engine", "handoff", "checking", "replay", "user_config", "model_pair")),
     # datasets: load, prompt, grade
     ("tasks", ("tasks",)),
     # runs of the pair over problems into results files; machine rates

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from guided_inference.calibration import (apply_calibration, calibration_record, choose_value, recorded,
+from guided_inference.replay import (apply_calibration, calibration_record, choose_value, recorded,
                                           write_calibration)
 from guided_inference.config import ConfigError, GenerationConfig, GuidedError
 from guided_inference.engine import guided_generate

@@ -10,7 +10,7 @@ import pytest
 
 from guided_inference.config import ConfigError, GenerationConfig
 from guided_inference.engine import guided_generate
-from guided_inference.features import is_boundary
+from guided_inference.steps import is_boundary
 from guided_inference.policies import POLICIES
 from guided_inference.prompts import chat_prompt
 from guided_inference.transcript import check_invariants

@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from guided_inference.calibration import (choose_value, realised_share, recorded, replay, threshold_candidates)
+from guided_inference.replay import (choose_value, realised_share, recorded, replay, threshold_candidates)
 from guided_inference.config import GenerationConfig
 from guided_inference.engine import guided_generate
 from guided_inference.policies import POLICIES, Policy, make_policy

@@ -14,7 +14,7 @@ from guided_inference.config import GenerationConfig
 from guided_inference.engine import SEED_DERIVATION, guided_generate, seed_sequence
 from guided_inference.evaluation.results import read_rows
 from guided_inference.evaluation.runner import EvalSettings, run_eval
-from guided_inference.pair import Pair
+from guided_inference.model_pair import Pair
 from guided_inference.prompts import chat_prompt
 from guided_inference.tasks import task_for_file
 from guided_inference.tasks.selection import Selection

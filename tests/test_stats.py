@@ -8,7 +8,7 @@ import pytest
 
 from guided_inference.backends.cached import nucleus, sample_token
 from guided_inference.config import SamplingConfig
-from guided_inference.stats import stats_from_logits, stats_from_top_logprobs
+from guided_inference.distribution import stats_from_logits, stats_from_top_logprobs
 
 H34 = -(0.75 * math.log2(0.75) + 0.25 * math.log2(0.25))  # 0.8112781
 
@@ -76,7 +76,7 @@ def test_temperature_sampling_follows_the_distribution():
 
 @pytest.mark.parametrize("seed,scale", [(0, 1.0), (1, 3.0), (2, 8.0)])
 def test_fast_float32_path_matches_float64_reference(seed, scale):
-    from guided_inference.stats import log_softmax, stats_from_logprobs
+    from guided_inference.distribution import log_softmax, stats_from_logprobs
 
     x = (np.random.default_rng(seed).standard_normal(151_936) * scale).astype(np.float32)
     fast, ref = stats_from_logits(x, 0), stats_from_logprobs(log_softmax(x), 0)

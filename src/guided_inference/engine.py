@@ -37,11 +37,11 @@ import numpy as np
 from .backends.protocol import Backend, BackendError, Chunk
 from .checking import check_step
 from .config import GenerationConfig
-from .features import History
+from .steps import History
 from .handoff import Meter, Reader, choose_handoff, record_chunk
 from .policies import POLICIES, DecisionPoint, Policy, backend_abilities, make_policy
 from .prompts import prompt_ids
-from .stats import StepStats
+from .distribution import StepStats
 from .trace import BASE, ORACLE, Timings, Trace
 from .transcript import Transcript
 

@@ -23,7 +23,7 @@ them through properties, and the import fails if the two tables name different p
 A threshold policy also exposes its ``score``: it fires when the score is above (or below)
 the threshold, so calibration can list the exact thresholds at which its decisions change.
 ``guided policies`` prints the table from the registry; calibration replays these same
-objects (``calibration.replay``).
+objects (``replay.replay``).
 """
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ from typing import Callable
 import numpy as np
 
 from .config import POLICY_PARAMS, QUADRANTS, GenerationConfig
-from .features import History
-from .stats import StepStats
+from .steps import History
+from .distribution import StepStats
 
 @dataclass(frozen=True)
 class DecisionPoint:

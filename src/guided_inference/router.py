@@ -39,7 +39,7 @@ import numpy as np
 
 from . import __version__
 from .config import GuidedError
-from .features import ROLLING_WINDOWS
+from .steps import ROLLING_WINDOWS
 
 WINDOWS = ROLLING_WINDOWS
 FEATURES = ("entropy", "varentropy", "top_prob", "margin",

@@ -6,7 +6,7 @@
 Index i describes the moment before generated token i was written: the base's
 next-token statistics there (the same ``stats_from_logits`` as the engine's
 ``StepStats``), the base's probability of the token that was written, whether a
-reasoning-step boundary had just been passed (``features.boundary_flags``), the tokens
+reasoning-step boundary had just been passed (``steps.boundary_flags``), the tokens
 since the last newline, and, with an oracle of the same tokenizer, the oracle's top-1
 and its probability of the written token. Calibration replays policies over these
 arrays; the divergence study labels them.
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backends.protocol import BackendError
-from .features import boundary_flags, rolling_mean
+from .steps import boundary_flags, rolling_mean
 
 STAT_NAMES = ("entropy", "varentropy", "top_prob", "margin")
 
@@ -84,7 +84,7 @@ def teacher_force(base, prompt_ids: list[int], token_ids: list[int], oracle=None
     ids = [int(t) for t in token_ids]
     scores = base.score(list(prompt_ids), ids, with_stats=True)
     pieces = token_texts(base, ids)
-    from .features import tokens_since_newline
+    from .steps import tokens_since_newline
 
     feats = TokenFeatures(
         token_ids=np.asarray(ids, dtype=np.int64),
@@ -108,7 +108,7 @@ def features_from_stats(backend, token_ids: list[int], token_stats: dict) -> Tok
     not known before the token is sampled. What the ``learned`` policy saw, in the
     arrays the router reads offline: the two must give the same numbers."""
     ids = [int(t) for t in token_ids]
-    from .features import tokens_since_newline
+    from .steps import tokens_since_newline
 
     pieces = token_texts(backend, ids)
     arr = {k: np.array([np.nan if v is None else v for v in token_stats[k]], dtype=np.float64) for k in STAT_NAMES}

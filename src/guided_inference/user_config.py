@@ -6,7 +6,7 @@ the defaults of ``guided serve`` with a request's fields laid over them.
 Only the values given override ``GenerationConfig``'s defaults. The library fills in
 ``INTERNAL_FIELDS`` itself, never a flag or a request: ``--threshold`` is recorded as
 coming from the flag, ``--calibration F`` as coming from that file (with its sha256,
-``calibration.apply_calibration``), and ``--router F`` records the file's sha256, so
+``replay.apply_calibration``), and ``--router F`` records the file's sha256, so
 resuming a run notices a changed router. ``always`` without a budget gets enough
 consults to cover every token.
 """
@@ -36,7 +36,7 @@ def generation_config(args) -> GenerationConfig:
     if "threshold" in given:
         given["threshold_source"] = "flag"
     if getattr(args, "calibration", None):
-        from .calibration import apply_calibration
+        from .replay import apply_calibration
 
         given = apply_calibration(args.calibration, given)
     if given.get("router"):

@@ -5,7 +5,7 @@ Reference: entropix (github.com/xjdr-alt/entropix), ``entropix/torch_sampler.py`
 (attn_entropy, attn_varentropy, agreement, interaction_strength). The original tool's
 ``stats_analysis.py`` wrote these fields per consult position.
 
-From the base's next-token distribution (delegated to ``stats.py`` so that the engine's
+From the base's next-token distribution (delegated to ``distribution.py`` so that the engine's
 ``consult_stats`` and the analysis share one definition):
   entropy         H = -sum_v p_v log2 p_v                    (bits)
   varentropy      V = sum_v p_v (log2 p_v + H)^2             (bits^2)
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..stats import stats_from_logits
+from ..distribution import stats_from_logits
 
 LOGIT_FIELDS = ("entropy", "varentropy", "top_prob", "prob_top2_diff")
 ATTENTION_FIELDS = ("attn_entropy", "attn_varentropy", "agreement", "interaction_strength")

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from ..config import SamplingConfig
-from ..stats import StepStats
+from ..distribution import StepStats
 from .protocol import BackendError, Chunk
 
 

@@ -21,7 +21,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from ..config import SamplingConfig
-from ..stats import log_softmax, stats_from_logits
+from ..distribution import log_softmax, stats_from_logits
 from .protocol import BackendError, Chunk, Scores, StopBefore, Usage
 
 

@@ -48,7 +48,7 @@ import time
 import numpy as np
 
 from ..config import ConfigError, SamplingConfig
-from ..stats import stats_from_top_logprobs
+from ..distribution import stats_from_top_logprobs
 from .gguf_vocab import GGUFVocab
 from .http_replies import (Reply, ReplyError, first_choice, parse_completion, parse_llama_completion,
                            parse_prompt_logprobs)

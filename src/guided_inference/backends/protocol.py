@@ -50,7 +50,7 @@ from typing import Callable, Protocol, runtime_checkable
 import numpy as np
 
 from ..config import ConfigError, GuidedError, SamplingConfig
-from ..stats import StepStats
+from ..distribution import StepStats
 
 
 class BackendError(GuidedError):

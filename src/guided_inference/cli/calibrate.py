@@ -6,14 +6,14 @@
     guided calibrate --policy verify --target_share 0.10 --from_results base_only_math.jsonl --output_file cal.json
 
 The library: ``evaluation/calibrate.py`` (base-only traces, outside the evaluation set)
-and ``calibration.py`` (the replay that chooses the value, the calibration file). ``guided
+and ``replay.py`` (the replay that chooses the value, the calibration file). ``guided
 eval --target_share`` calls ``cmd_calibrate`` first (``evaluate.calibrate_first``).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..calibration import calibration_record, check_calibratable, choose_value, write_calibration
+from ..replay import calibration_record, check_calibratable, choose_value, write_calibration
 from ..config import ConfigError
 from ..evaluation.calibrate import (CAL_NUM_SAMPLES, base_only_rows, divergence_rows, dry_run, recorded_traces,
                                     run_base_only)
@@ -44,7 +44,7 @@ def register(sub) -> None:
 
 
 def cmd_calibrate(args) -> int:
-    from ..pair import load_pair
+    from ..model_pair import load_pair
 
     if args.target_share is None or not (0.0 < args.target_share < 1.0):
         raise ConfigError(f"target_share must be a number in (0, 1), got {args.target_share!r}")

@@ -134,11 +134,11 @@ def _settings(args, output: Path):
 
 
 def _load_pair(args, config):
-    from ..pair import load_pair
+    from ..model_pair import load_pair
 
     pair = load_pair(args.base_model, args.oracle_model, n_ctx=args.n_ctx)
     if getattr(args, "calibration", None):
-        from ..calibration import check_calibration_models
+        from ..replay import check_calibration_models
 
         check_calibration_models(args.calibration, pair.base, pair.oracle)
     return pair

@@ -46,7 +46,7 @@ def register(sub) -> None:
 
 
 def cmd_generate(args) -> int:
-    from ..pair import load_pair, run_prompt
+    from ..model_pair import load_pair, run_prompt
 
     if not args.prompt:
         raise GuidedError("--prompt is required and must be non-empty, got ''" if args.prompt == "" else "--prompt is required")

@@ -50,7 +50,7 @@ def cmd_serve(args) -> int:
         from ..serve.app import create_app
     except ImportError as e:
         raise GuidedError(f"guided serve needs the [serve] extra (pip install 'guided-inference[serve]'): {e}") from None
-    from ..pair import load_pair
+    from ..model_pair import load_pair
     from ..serve.service import GuidedService
 
     check_int("port", args.port, 0)

@@ -140,7 +140,7 @@ def _base_only_run(args, pair, output: Path) -> tuple[list[dict], str]:
 
 def cmd_divergence(args) -> int:
     from ..evaluation.results import ResultsError, read_rows
-    from ..pair import load_pair
+    from ..model_pair import load_pair
     from ..study.divergence import check_base_only, run_divergence, throughput
     from ..study.report import divergence_report
 

@@ -1,6 +1,6 @@
 """``guided calibrate``: base-only traces outside the evaluation set, teacher-forced once,
 replayed through the policy itself to find the value of its calibrated field (a threshold,
-``prefix_tokens``, ``ngram``, ``p``) that spends a target oracle share (``calibration.py``).
+``prefix_tokens``, ``ngram``, ``p``) that spends a target oracle share (``replay.py``).
 
     guided calibrate --policy entropy --target_share 0.10 --c 20 --k 10 --base_model 0.5B \\
         --dataset math --num_samples 100 --output_file cal.json \\
@@ -25,7 +25,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..calibration import Recorded, realised_share, recorded_from_features
+from ..replay import Recorded, realised_share, recorded_from_features
 from ..config import ConfigError, GuidedError
 from ..policies import POLICIES
 from ..tasks import get_task

@@ -26,7 +26,7 @@ from pathlib import Path
 from ..config import ConfigError, GenerationConfig, check_int
 from ..engine import SEED_DERIVATION, guided_generate
 from ..prompts import chat_prompt
-from ..pair import Pair
+from ..model_pair import Pair
 from ..tasks import Problem, Task
 from .results import ResultsFile, check_same_run
 

@@ -29,7 +29,7 @@ import numpy as np
 from .. import __version__
 from ..config import GuidedError
 from ..evaluation.results import ResultsFile
-from ..features import ROLLING_WINDOWS
+from ..steps import ROLLING_WINDOWS
 from ..prompts import prompt_ids as engine_prompt_ids  # the engine's BOS rule, per model
 from ..teacher import TokenFeatures, teacher_force
 

@@ -40,9 +40,9 @@ import numpy as np
 
 from . import __version__
 from .config import ConfigError, GuidedError
-from .features import History
+from .steps import History
 from .policies import POLICIES, DecisionPoint, Policy
-from .stats import StepStats
+from .distribution import StepStats
 
 P_BISECTIONS = 40  # a probability is bisected to 2**-40 (~1e-12)
 
