@@ -290,7 +290,9 @@ class _Generation:
             chunk = Chunk(tokens=first, eos=first_eos)
         else:
             position = self.text.n_tokens
-            context = list(self.readers[ORACLE].context()) + first
+            context = self.readers[ORACLE].context()  # a text-only backend's is the whole text (a str)
+            if first:  # tokens a check's scoring pass chose (token ids only: checks need a shared tokenizer)
+                context = list(context) + first
             chunk = self.meter.generate(ORACLE, context, min(n, limit) - len(first), c.oracle_sampling,
                                         self.oracle_rng, None, position + len(first))
             if first:
