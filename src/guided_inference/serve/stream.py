@@ -53,11 +53,20 @@ class TextStream:
         self.mismatch = False
 
     # --- events from ReportingBackend (the generation's thread) ---------------------------
-    def on_generate(self, source: str, context) -> None:
+    def on_generate(self, source: str, context, backend=None) -> None:
         if self.n_prompt is not None and not isinstance(context, str):
-            kept = len(context) - self.n_prompt
+            generated, ids = list(context[self.n_prompt:]), self.mirror.token_ids() or []
+            kept = 0
+            while kept < min(len(generated), len(ids)) and generated[kept] == ids[kept]:
+                kept += 1
             if kept < self.mirror.n_tokens:
                 self.mirror.truncate(kept)  # a verify cut: the oracle writes from there
+            extra = generated[kept:]
+            if extra and backend is not None:
+                # Tokens no generate call returned: the oracle's, taken from a check's scoring pass
+                # (the token at the cut, a bonus token). They are final.
+                self.mirror.start_consult(None)
+                self.mirror.append(ORACLE, backend.detokenize(extra), len(extra), extra, backend.detokenize)
         self.pending = False
         self._offer(self._final())
         if source == ORACLE:
@@ -132,12 +141,12 @@ class ReportingBackend:
         if self._cancel.is_set():
             raise Cancelled("the client disconnected")
 
-    def generate(self, context, max_tokens, sampling, rng, stop_before=None, position=0):
+    def generate(self, context, max_tokens, sampling, rng, stop_before=None, position=0, **kw):
         self._check()
         if self._stream is not None:
-            self._stream.on_generate(self._source, context)
+            self._stream.on_generate(self._source, context, self._backend)
         hook = self._per_token_hook(stop_before) if self._per_token else stop_before
-        chunk = self._backend.generate(context, max_tokens, sampling, rng, hook, position)
+        chunk = self._backend.generate(context, max_tokens, sampling, rng, hook, position, **kw)
         if self._stream is not None:
             self._stream.on_chunk(self._source, self._backend, chunk)
         return chunk
