@@ -21,7 +21,7 @@ RESULTS = ROOT / "results" / "math500-first100" / "math500_0.5B_1.5B_random_c20_
 
 
 def main() -> None:
-    from guided_inference.analysis.analyze import AnalyzeSettings, analyze_row
+    from guided_inference.study.analyze import AnalyzeSettings, analyze_row
     from guided_inference.backends.llama_cpp import LlamaCppBackend
     from guided_inference.backends.transformers_backend import TransformersBackend
     from guided_inference.config import SamplingConfig

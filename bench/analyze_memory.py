@@ -31,7 +31,7 @@ def peak_mb() -> float:
 
 
 def one(mode: str) -> dict:
-    from guided_inference.analysis.analyze import AnalyzeSettings, analyze_row
+    from guided_inference.study.analyze import AnalyzeSettings, analyze_row
     from guided_inference.backends.transformers_backend import TransformersBackend
 
     backend = TransformersBackend("qwen2.5-coder-0.5b", collect_stats=False)

@@ -5,7 +5,7 @@
 
 Each generated block sits between ``<!-- table:NAME -->`` and ``<!-- /table -->`` (Markdown
 does not show the comments); everything outside the markers is left exactly as it is. Every
-number comes from ``evaluation/report.py`` over ``results/math500-first100/*.jsonl``: the same
+number comes from ``reporting/report.py`` over ``results/math500-first100/*.jsonl``: the same
 ``summarize``, ``breakdown`` and ``compare`` (10,000 paired bootstrap resamples, seed 0) that
 ``guided report`` and ``guided compare`` print, so the docs cannot drift from the evidence.
 ``tests/test_docs_tables.py`` fails when a committed table differs from what this writes.
@@ -24,10 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))  # this tree's package, not whichever one is installed
 
-from guided_inference.evaluation.report import (Summary, breakdown, compare, cost_row, is_graded, latest,  # noqa: E402
+from guided_inference.reporting.report import (Summary, breakdown, compare, cost_row, is_graded, latest,  # noqa: E402
                                                 oracle_reads, pct, summarize)
-from guided_inference.evaluation.cost_report import cost_lines  # noqa: E402
-from guided_inference.evaluation.costs import NA, CostSettings  # noqa: E402
+from guided_inference.reporting.cost_report import cost_lines  # noqa: E402
+from guided_inference.reporting.costs import NA, CostSettings  # noqa: E402
 from guided_inference.evaluation.results import read_rows  # noqa: E402
 
 RESULTS = "results/math500-first100"

@@ -28,7 +28,7 @@ from guided_inference.config import GenerationConfig
 from guided_inference.steps import boundary_flags
 from guided_inference.models import resolve
 from guided_inference.policies import make_policy
-from guided_inference.study.divergence import features_from_row, read_divergence
+from guided_inference.evaluation.recorded import features_from_row, read_divergence
 from guided_inference.teacher import token_texts
 
 BUDGET = dict(c=20, k=10, step_size=10, cooldown=10, max_new_tokens=1024)  # the runs

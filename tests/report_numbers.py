@@ -1,6 +1,6 @@
 """Numbers of `guided report` / `compare` / the HTML page, recomputed here from the raw rows.
 
-Deliberately not ``evaluation/report.py``: the Wilson bound uses the other algebraic form
+Deliberately not ``reporting/report.py``: the Wilson bound uses the other algebraic form
 of the score interval, and the paired bootstrap is checked against the exact distribution
 of the resampled mean (a trinomial over wins, losses and ties), not against a second bootstrap.
 """

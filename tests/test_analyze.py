@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from guided_inference.analysis.analyze import AnalyzeSettings, analyze_row, positions_of
-from guided_inference.analysis.attention_stats import FIELDS
-from guided_inference.analysis.summary import position_groups, summarize_groups
+from guided_inference.study.analyze import AnalyzeSettings, analyze_row, positions_of
+from guided_inference.study.attention_stats import FIELDS
+from guided_inference.reporting.analysis_summary import position_groups, summarize_groups
 from guided_inference.config import GenerationConfig
 from guided_inference.engine import guided_generate
 from guided_inference.intervals import mean_ci

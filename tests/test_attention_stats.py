@@ -1,4 +1,4 @@
-"""Each statistic of analysis/attention_stats.py against values worked out by hand."""
+"""Each statistic of study/attention_stats.py against values worked out by hand."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from guided_inference.analysis import attention_stats as A
+from guided_inference.study import attention_stats as A
 
 BIG_NEG = -1e4  # a logit whose probability underflows to 0 (a one-hot distribution)
 

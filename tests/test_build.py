@@ -9,7 +9,6 @@ against a committed file (``tests/data/expected_ids.json``): a build whose kerne
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from guided_inference.evaluation.cost_report import cost_panels, pick_oracle
-from guided_inference.evaluation.costs import CostSettings
-from guided_inference.evaluation.html import render_html
-from guided_inference.evaluation.plots import cost_figure
+from guided_inference.reporting.cost_report import cost_panels, pick_oracle
+from guided_inference.reporting.costs import CostSettings
+from guided_inference.reporting.html import render_html
+from guided_inference.reporting.plots import cost_figure
 from guided_inference.intervals import wilson
 from test_costs import BASE_ONLY, GUIDED, ORACLE_ONLY, PARAMS, RATES, VERIFY, cells_of, write
 

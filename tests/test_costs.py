@@ -1,4 +1,4 @@
-"""Cost models (evaluation/costs.py, cost_report.py) against tables computed by hand.
+"""Cost models (reporting/costs.py, cost_report.py) against tables computed by hand.
 
 The rows below are results records written out by hand with known counts (what the engine's
 cost record would hold), not stand-ins for a model: every expected figure is the arithmetic in
@@ -13,8 +13,8 @@ import pytest
 
 from conftest import run_cli
 from guided_inference.config import ConfigError
-from guided_inference.evaluation.cost_report import cost_lines, format_cost_report, pick_oracle
-from guided_inference.evaluation.costs import NA, CostSettings, counts, forward_passes, params_for, run_cost
+from guided_inference.reporting.cost_report import cost_lines, format_cost_report, pick_oracle
+from guided_inference.reporting.costs import NA, CostSettings, counts, forward_passes, params_for, run_cost
 from guided_inference.evaluation.rates import rates_from_dict
 
 BASE_ID, ORACLE_ID = "toy-base.gguf", "toy-oracle.gguf"  # not in the parameter table: --params gives them

@@ -11,11 +11,11 @@ import pytest
 from guided_inference.config import GenerationConfig, SamplingConfig
 from guided_inference.engine import guided_generate
 from guided_inference.prompts import chat_prompt
-from guided_inference.study.divergence import (divergence_row, features_from_row, label, read_divergence,
-                                               statistics)
+from guided_inference.evaluation.recorded import features_from_row, read_divergence
+from guided_inference.study.divergence import divergence_row, label, statistics
 from guided_inference.intervals import bootstrap_ci
 from guided_inference.study.metrics import auroc, average_ranks, pooled, precision_at_share, spearman
-from guided_inference.study.report import KEEP, divergence_report, write_section
+from guided_inference.reporting.study_tables import KEEP, divergence_report, write_section
 from guided_inference.teacher import teacher_force
 
 from conftest import run_cli

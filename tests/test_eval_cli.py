@@ -16,7 +16,7 @@ import pytest
 
 from guided_inference.config import GenerationConfig
 from guided_inference.evaluation.results import read_rows
-from guided_inference.evaluation.report import SWEEP_HEADER
+from guided_inference.reporting.report import SWEEP_HEADER
 from guided_inference.models import CATALOGUE
 from guided_inference.tasks import get_task
 from report_numbers import check_compare, check_row, table_rows

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from guided_inference.evaluation.html import render_html, trace_html
+from guided_inference.reporting.html import render_html, trace_html
 from guided_inference.trace import BASE, ORACLE, Timings, Trace, split_segments
 from report_numbers import check_row
 
@@ -177,7 +177,7 @@ def analysis_page(tmp_path_factory):
 
 
 def test_analysis_section_embeds_the_plots_and_they_load(analysis_page, tmp_path):
-    from guided_inference.analysis.plots import analysis_figures
+    from guided_inference.reporting.analysis_plots import analysis_figures
     from guided_inference.evaluation.results import read_rows
 
     expected = [name for name, _ in analysis_figures(read_rows(ANALYSIS))]

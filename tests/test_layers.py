@@ -32,13 +32,12 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("engine", ("engine", "handoff", "checking", "replay", "user_config", "model_pair")),
     # datasets: load, prompt, grade
     ("tasks", ("tasks",)),
-    # runs of the pair over problems into results files; machine rates
-    ("experiments", ("evaluation", "evaluation.results", "evaluation.runner", "evaluation.sweep", "evaluation.rates")),
-    # offline readings of base-only traces (teacher-forced); calibrate reads divergence files
-    ("studies", ("study", "analysis", "evaluation.calibrate")),
+    # runs of the pair over problems into results files, calibration, machine rates; recorded traces
+    ("experiments", ("evaluation",)),
+    # offline readings of finished traces (teacher-forced): divergence, PRM800K, analyze
+    ("studies", ("study",)),
     # tables, cost models, plots, HTML: pure functions over rows and lines
-    ("reporting", ("evaluation.report", "evaluation.costs", "evaluation.cost_report", "evaluation.plots",
-                   "evaluation.html", "study.report", "analysis.summary", "analysis.plots")),
+    ("reporting", ("reporting",)),
     # the pair behind an OpenAI-compatible HTTP server
     ("serve", ("serve",)),
     # the `guided` command: parses flags, calls the library; nothing imports it
@@ -204,12 +203,12 @@ def test_the_checks_see_what_they_must():
     edges = imports()
     assert "router" in edges["policies"]  # late, inside a function (_learned)
     assert "policies" not in edges["config"]  # config owns the policy parameters it checks
-    assert "intervals" in edges["evaluation.report"]  # from ..intervals import ...
+    assert "intervals" in edges["reporting.report"]  # from ..intervals import ...
     assert "cli.flags" in edges["cli.generate"]
     assert circles({"a": {"b": 1}, "b": {"c": 1}, "c": {"a": 1}, "d": {"a": 1}}) == [(["a", "b", "c", "a"],
                                                                                     ["a", "b", "c"])]
     assert layer_of("backends.llama_cpp") == layer_of("backends") < layer_of("engine")
-    assert layer_of("evaluation.report") > layer_of("evaluation.runner") == layer_of("evaluation")
+    assert layer_of("reporting.report") > layer_of("evaluation.runner") == layer_of("evaluation")
 
 
 @pytest.mark.parametrize("number,name", [(i, name) for i, (name, _) in enumerate(LAYERS)])
@@ -217,3 +216,15 @@ def test_the_architecture_page_draws_every_layer(number, name):
     page = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
     assert f"{number} {name}" in page, (f"docs/architecture.md has no '{number} {name}' in its layer picture; "
                                         "keep the picture beside LAYERS")
+
+
+def test_each_folder_is_one_layer():
+    # The folder layout shows the layers: every module of a package folder stands in the layer
+    # of the folder itself, so a file's place in the tree says where it may import from.
+    mixed = {}
+    for name, (_, is_package) in modules().items():
+        if "." in name:
+            folder = name.split(".")[0]
+            if layer_of(name) != layer_of(folder):
+                mixed.setdefault(folder, []).append(name)
+    assert not mixed, f"folders holding modules of other layers: {mixed}"

@@ -4,7 +4,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import random
-import shutil
 import subprocess
 import sys
 import zipfile

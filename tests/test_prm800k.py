@@ -13,7 +13,7 @@ from guided_inference.config import GuidedError, SamplingConfig
 from guided_inference.prompts import chat_prompt
 from guided_inference.study.prm800k import (SEPARATOR, group_problems, load_steps, run_prm800k, score_problem,
                                             shipped_parquet, step_tokens)
-from guided_inference.study.report import prm_report
+from guided_inference.reporting.study_tables import prm_report
 
 from conftest import run_cli
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import run_cli
-from guided_inference.evaluation.costs import CostSettings, run_cost
+from guided_inference.reporting.costs import CostSettings, run_cost
 from guided_inference.evaluation.rates import FORMAT, load_rates, measure_model
 from guided_inference.models import CATALOGUE
 

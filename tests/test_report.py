@@ -12,7 +12,7 @@ from conftest import run_cli
 from guided_inference.evaluation.results import read_rows
 from report_numbers import check_compare, check_row, exact_bootstrap_quantiles, table_rows
 
-from guided_inference.evaluation.report import (compare, format_breakdown, format_comparison, format_table, latest,
+from guided_inference.reporting.report import (compare, format_breakdown, format_comparison, format_table, latest,
                                                  summarize, breakdown)
 from guided_inference.intervals import paired_bootstrap, wilson
 

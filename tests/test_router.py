@@ -15,7 +15,7 @@ from guided_inference.policies import make_policy
 from guided_inference.prompts import chat_prompt
 from guided_inference.router import FEATURES, feature_matrix, fit_logistic, fit_router, load_router, save_router
 from guided_inference.teacher import features_from_stats, teacher_force
-from guided_inference.study.divergence import FLOAT_ARRAYS, INT_ARRAYS
+from guided_inference.evaluation.recorded import FLOAT_ARRAYS, INT_ARRAYS
 
 from conftest import run_cli
 

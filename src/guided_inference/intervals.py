@@ -6,11 +6,11 @@
     c = mean_ci(values, clusters)                     # a mean whose values come in clusters
     fmt_ci(est, lo, hi)                               # "0.712 (0.650-0.770)"
 
-Which one when: accuracy of one run, ``wilson`` (``evaluation/report.py``); two runs on
+Which one when: accuracy of one run, ``wilson`` (``reporting/report.py``); two runs on
 the same problems, ``paired_bootstrap``; a statistic over tokens grouped by problem
 (AUROC, precision at a share: ``study/``), ``bootstrap_ci``, which resamples whole
 problems because tokens of one problem are not independent; means of per-position
-statistics (``analysis/``), ``mean_ci``, cluster-robust with the line as cluster. The
+statistics (``study/analyze.py``), ``mean_ci``, cluster-robust with the line as cluster. The
 bootstraps are percentile intervals, deterministic for a seed.
 """
 from __future__ import annotations

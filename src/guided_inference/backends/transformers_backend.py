@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass

@@ -76,7 +76,7 @@ def register(sub) -> None:
 
 
 def add_cost_flags(p) -> None:
-    from ..evaluation.cost_report import add_cost_flags as add
+    from ..reporting.cost_report import add_cost_flags as add
 
     add(p, flag)
 
@@ -173,7 +173,7 @@ def calibrate_first(args) -> None:
 
 
 def cmd_eval(args) -> int:
-    from ..evaluation.report import format_table, latest, summarize
+    from ..reporting.report import format_table, latest, summarize
     from ..evaluation.runner import run_eval
     from ..evaluation.sweep import run_name
 
@@ -194,9 +194,9 @@ def cmd_eval(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from ..evaluation.cost_report import cost_settings, oracle_run, print_costs
-    from ..evaluation.plots import accuracy_vs_share
-    from ..evaluation.report import latest, summarize, sweep_table
+    from ..reporting.cost_report import cost_settings, oracle_run, print_costs
+    from ..reporting.plots import accuracy_vs_share
+    from ..reporting.report import latest, summarize, sweep_table
     from ..evaluation.runner import run_eval
     from ..evaluation.sweep import run_name, sweep_points
 
@@ -226,8 +226,8 @@ def cmd_sweep(args) -> int:
     plot.write_bytes(accuracy_vs_share([(p.kind, s, f"k{p.k} c{p.c}") for p, s in results], title=title))
     print(f"plot: {plot}")
     if settings:
-        from ..evaluation.cost_report import cost_panels, pick_oracle
-        from ..evaluation.plots import accuracy_vs_cost
+        from ..reporting.cost_report import cost_panels, pick_oracle
+        from ..reporting.plots import accuracy_vs_cost
 
         cost_plot = plot.with_name(plot.stem + "_cost.png")
         cost_plot.write_bytes(accuracy_vs_cost(cost_panels(runs, settings, pick_oracle(runs, given)), title=title))
@@ -248,8 +248,8 @@ def _read(files: list[str]) -> list[tuple[str, list[dict]]]:
 
 
 def cmd_report(args) -> int:
-    from ..evaluation.cost_report import cost_settings, oracle_run, print_costs
-    from ..evaluation.report import format_breakdown, format_costs, format_table, latest, summarize
+    from ..reporting.cost_report import cost_settings, oracle_run, print_costs
+    from ..reporting.report import format_breakdown, format_costs, format_table, latest, summarize
 
     keys = None  # default: both breakdowns for one file, none for several
     if args.by is not None:  # checked before any file is read or anything printed
@@ -282,17 +282,17 @@ def cmd_report(args) -> int:
                 print(f"\n{label} by {key}:\n{format_breakdown(rows, key)}")
     costs = None
     if settings:
-        from ..evaluation.cost_report import pick_oracle
+        from ..reporting.cost_report import pick_oracle
 
         costs = (settings if args.cost is not None else [], pick_oracle(runs, given))
     if args.plot:
-        from ..evaluation.cost_report import cost_panels
-        from ..evaluation.plots import accuracy_vs_cost
+        from ..reporting.cost_report import cost_panels
+        from ..reporting.plots import accuracy_vs_cost
 
         Path(args.plot).write_bytes(accuracy_vs_cost(cost_panels(runs, settings, costs[1])))
         print(f"plot: {args.plot}")
     if args.html:
-        from ..evaluation.html import render_html
+        from ..reporting.html import render_html
 
         Path(args.html).write_text(render_html(runs, analysis=analysis, costs=costs), encoding="utf-8")
         print(f"html: {args.html}")
@@ -312,8 +312,8 @@ def _analysis(args) -> tuple[str, list[dict]] | None:
 
 
 def cmd_compare(args) -> int:
-    from ..evaluation.cost_report import cost_settings, oracle_run, print_costs
-    from ..evaluation.report import compare, format_comparison, is_graded, latest
+    from ..reporting.cost_report import cost_settings, oracle_run, print_costs
+    from ..reporting.report import compare, format_comparison, is_graded, latest
 
     if args.n_boot < 100:
         raise ConfigError(f"n_boot must be an integer >= 100, got {args.n_boot}")
@@ -325,7 +325,7 @@ def cmd_compare(args) -> int:
         raise GuidedError(f"{args.a} and {args.b} share no graded problems (same dataset and selection?)")
     print(format_comparison(result, la, lb))
     if settings:  # costs on the problems both runs graded, so the ratio compares like with like
-        from ..evaluation.cost_report import cost_lines, format_cost_ratio, pick_oracle
+        from ..reporting.cost_report import cost_lines, format_cost_ratio, pick_oracle
 
         ids = set.intersection(*({r["unique_id"] for r in latest(rows) if is_graded(r)} for rows in (ra, rb)))
         runs = [(label, [r for r in latest(rows) if r["unique_id"] in ids]) for label, rows in ((la, ra), (lb, rb))]

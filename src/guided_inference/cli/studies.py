@@ -10,7 +10,7 @@
                    [--layers last|all] [--device cpu] [--verbose]
     guided plots --analysis_file analysis.jsonl --out_dir plots/
 
-The library is ``study/`` and ``analysis/``. divergence, prm800k and router fit print
+The library is ``study/`` (its tables in ``reporting/``). divergence, prm800k and router fit print
 their table and write it as one section of ``--findings`` (default ``docs/findings.md``;
 ``--findings none`` skips). Bad input: one line, exit 2, before anything is written.
 """
@@ -26,7 +26,7 @@ FINDINGS = "docs/findings.md"
 
 
 def register(sub) -> None:
-    from ..analysis.analyze import DEVICES, LAYERS, POSITIONS
+    from ..study.analyze import DEVICES, LAYERS, POSITIONS
 
     a = sub.add_parser("analyze", help="the original's statistics (logits and attention) at consult points")
     flag(a, "stats_file", required=True, help="a results file of guided eval")
@@ -99,7 +99,7 @@ def _check_common(args) -> None:
 def _publish(args, heading: str, body: str) -> None:
     print(f"## {heading}\n\n{body}")
     if args.findings and args.findings.lower() != "none":
-        from ..study.report import write_section
+        from ..reporting.study_tables import write_section
 
         write_section(args.findings, heading, body)
         print(f"(written to section '{heading}' of {args.findings})", file=sys.stderr)
@@ -141,8 +141,9 @@ def _base_only_run(args, pair, output: Path) -> tuple[list[dict], str]:
 def cmd_divergence(args) -> int:
     from ..evaluation.results import ResultsError, read_rows
     from ..model_pair import load_pair
-    from ..study.divergence import check_base_only, run_divergence, throughput
-    from ..study.report import divergence_report
+    from ..evaluation.recorded import check_base_only
+    from ..study.divergence import run_divergence, throughput
+    from ..reporting.study_tables import divergence_report
 
     _check_common(args)
     if args.num_samples is not None and args.num_samples < 1:
@@ -179,7 +180,7 @@ def cmd_divergence(args) -> int:
 def cmd_prm800k(args) -> int:
     from ..backends import load_backend
     from ..study.prm800k import group_problems, load_steps, run_prm800k, shipped_parquet
-    from ..study.report import prm_report
+    from ..reporting.study_tables import prm_report
 
     _check_common(args)
     path = args.data_file or shipped_parquet()
@@ -210,8 +211,9 @@ def _eval_set_ids(name: str) -> set[str]:
 
 def cmd_router_fit(args) -> int:
     from ..router import fit_router, feature_matrix, save_router
-    from ..study.divergence import LABELS, features_from_row, label, read_divergence
-    from ..study.report import router_report
+    from ..evaluation.recorded import features_from_row, read_divergence
+    from ..study.divergence import LABELS, label
+    from ..reporting.study_tables import router_report
 
     _check_common(args)
     if args.label not in LABELS:
@@ -252,8 +254,8 @@ def cmd_router_fit(args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from ..analysis.analyze import AnalyzeSettings, run_analyze
-    from ..analysis.summary import format_summary, position_groups, summarize_groups
+    from ..study.analyze import AnalyzeSettings, run_analyze
+    from ..reporting.analysis_summary import format_summary, position_groups, summarize_groups
 
     src = Path(args.stats_file)
     output = Path(args.output_file) if args.output_file else src.with_name(f"{src.stem}_analysis.jsonl")
@@ -283,7 +285,7 @@ def _require_cuda() -> None:
 
 def cmd_plots(args) -> int:
     from ..evaluation.results import read_rows
-    from ..analysis.plots import write_plots
+    from ..reporting.analysis_plots import write_plots
 
     path = Path(args.analysis_file)
     if not path.is_file():

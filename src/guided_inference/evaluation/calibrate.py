@@ -47,7 +47,7 @@ def refuse_math500(rows: list[dict], path: str) -> list[dict]:
 def base_only_rows(path: str, base, *, evaluation: bool = False) -> list[dict]:
     """Rows of a base-only results file; one-line errors for any other kind of file (and
     for MATH-500 problems, unless ``evaluation``: a dry run reads the evaluation set)."""
-    from ..study.divergence import check_base_only
+    from .recorded import check_base_only
 
     try:
         rows = [r for r in read_rows(path) if r.get("error") is None]
@@ -60,7 +60,7 @@ def base_only_rows(path: str, base, *, evaluation: bool = False) -> list[dict]:
 def divergence_rows(path: str, pair, verify: bool, *, evaluation: bool = False) -> list[dict]:
     """Lines of a ``guided divergence`` file made with this base (and this oracle, for
     verify, which reads the oracle's scores), outside MATH-500."""
-    from ..study.divergence import check_same_pair, read_divergence
+    from .recorded import check_same_pair, read_divergence
 
     rows = read_divergence(path)
     check_same_pair(rows, pair.base, pair.oracle if verify else None, path)
@@ -104,7 +104,7 @@ def recorded_traces(rows: list[dict], pair, verify: bool, *, divergence: bool, w
     teacher-forced now (the base's statistics; the oracle's scores for verify). Each token's
     bytes come from the base's tokenizer, so step boundaries are read anew from the text."""
     from ..prompts import prompt_ids
-    from ..study.divergence import features_from_row
+    from .recorded import features_from_row
     from ..teacher import teacher_force, token_texts
 
     out = []

@@ -19,7 +19,6 @@ min top-1 probability, mean probability of the step's own tokens).
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from importlib import resources
 from pathlib import Path

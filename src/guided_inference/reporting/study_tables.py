@@ -15,8 +15,9 @@ import numpy as np
 
 from ..atomic import write_atomic
 from ..intervals import bootstrap_ci, fmt_ci
-from .divergence import LABELS, features_from_row, label, statistics
-from .metrics import auroc, auroc_ci, pooled, precision_at_share
+from ..evaluation.recorded import features_from_row
+from ..study.divergence import LABELS, label, statistics
+from ..study.metrics import auroc, auroc_ci, pooled, precision_at_share
 
 SHARES = (0.01, 0.05, 0.10)
 
@@ -53,7 +54,7 @@ def format_signal_table(rows: list[tuple], base_rate: float) -> str:
     lines = [head, "|" + "---|" * (2 + len(SHARES))]
     for name, ci, precs in sorted(rows, key=lambda r: -np.nan_to_num(r[1][0], nan=-1)):
         lines.append(f"| {name} | {fmt_ci(*ci)} | " + " | ".join(_pct(p) for p in precs) + " |")
-    lines.append(f"| (base rate: any rule) | 0.500 | " + " | ".join(_pct(base_rate) for _ in SHARES) + " |")
+    lines.append("| (base rate: any rule) | 0.500 | " + " | ".join(_pct(base_rate) for _ in SHARES) + " |")
     return "\n".join(lines)
 
 
@@ -167,8 +168,8 @@ def prm_report(lines: list[dict], *, n_boot: int = 1000, command: str = "", entr
     with a bootstrap CI over problems and Spearman correlation with the rating (-1, 0, 1),
     then how often the ``entropy`` policy at ``entropy_threshold`` would fire inside bad
     and good steps."""
-    from .metrics import spearman
-    from .prm800k import ORIENT, STEP_STATS
+    from ..study.metrics import spearman
+    from ..study.prm800k import ORIENT, STEP_STATS
 
     per = [[s for s in line["steps"]] for line in lines]
     steps = [s for p in per for s in p]

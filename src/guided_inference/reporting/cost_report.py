@@ -191,7 +191,7 @@ def add_cost_flags(p, flag) -> None:
 def cost_settings(args, *, plot: bool = False) -> list:
     """The CostSettings that --cost names (checked before anything is read or printed); with
     ``plot`` and no --cost, every model that can be computed."""
-    from .rates import load_rates
+    from ..evaluation.rates import load_rates
 
     if args.cost is None and not plot:
         return []

@@ -9,7 +9,7 @@ class ``seg oracle`` / ``seg base``) with a marker (class ``consult``) where eac
 consult began; a marker's ``title`` (hover) lists that step's statistics when the row
 has ``consult_stats``. A checkbox (or the URL fragment ``#wrong``) hides everything but
 wrong answers. Given an analysis file (``guided report --html ... --analysis_file F``), a
-section ``#analysis`` shows its summary table and plots (``analysis/plots.py``). Given cost
+section ``#analysis`` shows its summary table and plots (``analysis_plots.py``). Given cost
 models (``guided report --html ... --cost compute,api``), a section ``#cost`` shows one table
 per model (its header line naming the model and its parameters first) and the figure of
 accuracy against normalized cost, one panel per model (``cost_report.py``).
@@ -124,8 +124,8 @@ def point_kind(rows: list[dict]) -> str:
 
 def analysis_html(label: str, rows: list[dict]) -> str:
     """The section for an analysis file (``guided analyze``): the summary table and every figure."""
-    from ..analysis.plots import analysis_figures
-    from ..analysis.summary import position_groups, summarize_groups
+    from .analysis_plots import analysis_figures
+    from .analysis_summary import position_groups, summarize_groups
 
     table = summarize_groups(position_groups(rows))
     groups = list(next(iter(table.values())))

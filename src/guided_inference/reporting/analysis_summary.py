@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 from ..intervals import MeanCI, mean_ci
-from .attention_stats import FIELDS
+from ..study.attention_stats import FIELDS
 
 CORRECT, WRONG = "correct", "wrong"
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..evaluation.plots import BASE_RED, ORACLE_BLUE, _png
-from .analyze import BY_LAYER_HEAD
-from .attention_stats import FIELDS
+from .plots import BASE_RED, ORACLE_BLUE, _png
+from ..study.analyze import BY_LAYER_HEAD
+from ..study.attention_stats import FIELDS
 
 GREEN, GREY = "#2e8b57", "#777777"
 
