@@ -60,8 +60,10 @@ def server(texts, args, draft: bool) -> dict:
     srv = LlamaCppServer(args.oracle, n_ctx=4096, threads=args.threads)
     if draft:  # the 0.5B drafts up to step_size tokens, greedy, every draft checked
         base = srv.command
-        srv.command = lambda: base() + ["-md", str(LlamaCppServer(args.base).path), "--draft-max",
-                                        str(args.step_size), "--draft-min", "1", "-td", str(args.threads)]
+        # This llama.cpp names the flags --spec-*; without --spec-type the draft model is loaded but unused.
+        srv.command = lambda: base() + ["-md", str(LlamaCppServer(args.base).path), "--spec-type", "draft-simple",
+                                        "--spec-draft-n-max", str(args.step_size), "--spec-draft-n-min", "1",
+                                        "-td", str(args.threads)]
     srv.start()
     try:
         tokens = drafted = accepted = 0
