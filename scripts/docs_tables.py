@@ -28,10 +28,11 @@ from guided_inference.reporting.report import (Summary, breakdown, compare, cost
                                                 oracle_reads, pct, summarize)
 from guided_inference.reporting.cost_report import cost_lines  # noqa: E402
 from guided_inference.reporting.costs import NA, CostSettings  # noqa: E402
+from guided_inference.reporting.frontier import VERDICTS, line_point, verdict  # noqa: E402
 from guided_inference.evaluation.results import read_rows  # noqa: E402
 
 RESULTS = "results/math500-first100"
-DOCS = ("README.md", "docs/results.md")
+DOCS = ("README.md", "docs/results.md", "docs/findings.md")
 MARKER = re.compile(r"<!-- table:([a-z0-9-]+) -->\n(.*?)<!-- /table -->", re.S)
 
 
@@ -74,6 +75,12 @@ COST_RUNS = (
     Run("c-speculative", "math500_0.5B_1.5B_speculative_s10.jsonl", "", "speculative (draft 10)"),
 )
 COST_MODELS = ("tokens", "compute", "gpu", "api")  # cpu needs a rates file measured on a quiet machine
+RATES = "results/rates/rates_epyc_2threads.json"  # guided bench rates on this machine, quiet; cpu when present
+# Issue 18's deployments: the cost model that stands for each, in the order the findings give them.
+DEPLOYMENTS = (("cpu", "this CPU (cpu: seconds at the measured rates)"),
+               ("compute", "compute-bound hardware (compute: parameters x tokens)"),
+               ("gpu", "a GPU server (gpu: memory-bound model, not measured)"),
+               ("api", "an API (api: input 1x, cached 0.1x, output 4x)"))
 
 
 def load(root: Path = ROOT) -> dict[str, list[dict]]:
@@ -187,6 +194,38 @@ def speculative(runs: dict[str, list[dict]]) -> str:
                   "identical token ids", "paths that split"), rows)
 
 
+def settings(model: str, root: Path = ROOT) -> CostSettings | None:
+    """CostSettings for ``model``; cpu only with the committed rates file (None without it)."""
+    if model != "cpu":
+        return CostSettings(model)
+    if not (root / RATES).exists():
+        return None
+    from guided_inference.evaluation.rates import load_rates
+
+    return CostSettings("cpu", rates=load_rates(str(root / RATES)), rates_file=RATES)
+
+
+def deployments(runs: dict[str, list[dict]]) -> str:
+    """Issue 18's summary: each policy run under each deployment's cost model, against the oracle
+    alone and against the straight line (reporting/frontier.py: paired bootstrap, 10,000
+    resamples, seed 0), with the verdict of ``frontier.verdict``."""
+    rows = []
+    for model, where in DEPLOYMENTS:
+        s = settings(model)
+        if s is None:
+            continue
+        for run in (*POLICY_RUNS, *COST_RUNS):
+            if not runs[run.key]:
+                continue
+            p = line_point(runs[run.key], runs["base"], runs["oracle"], s)
+            cost = "?" if p.cost is None else NA if p.cost == NA else f"{p.cost:.2f}"
+            gap = "-" if p.gap is None else f"{100 * p.gap:+.1f} [{100 * p.gap_ci[0]:+.1f}, {100 * p.gap_ci[1]:+.1f}]"
+            vs = f"{100 * p.vs_oracle:+.1f} [{100 * p.vs_oracle_ci[0]:+.1f}, {100 * p.vs_oracle_ci[1]:+.1f}]"
+            rows.append((where, run.label, str(p.n), cost, vs, gap, VERDICTS[verdict(p)]))
+    return table(("deployment (cost model)", "run", "n", "cost (oracle alone = 1.00)", "accuracy − oracle, points [95% CI]",
+                  "accuracy − straight line, points [95% CI]", "worth running instead of the oracle alone?"), rows)
+
+
 def reseeded(runs: dict[str, list[dict]]) -> str:
     """The fixed-schedule and per-problem random runs side by side, on the problems both
     graded, with paired differences (per-problem minus fixed, and minus base only)."""
@@ -298,6 +337,7 @@ TABLES = {
     "policies": policies,
     "costs": costs,
     "speculative": speculative,
+    "deployments": deployments,
 }
 
 

@@ -1,0 +1,131 @@
+"""Where a run stands against the straight line between base and oracle, under one cost model,
+with paired bootstrap CIs, and whether it is worth running instead of the oracle alone. Pure.
+
+    point = line_point(run_rows, base_rows, oracle_rows, CostSettings("gpu"))
+    point.cost, point.gap, point.gap_ci, point.vs_oracle, point.vs_oracle_ci, verdict(point)
+
+The straight line: answering a fraction t of the problems with the oracle and the rest with the
+base costs B + t (1 - B) of the oracle alone (B: the base's cost, normalized) and scores
+acc_base + t (acc_oracle - acc_base). A run of normalized cost R is compared with the line at
+t = (R - B) / (1 - B), clipped to [0, 1] (a run dearer than the oracle meets the oracle's
+accuracy). ``gap`` = the run's accuracy minus the line's there.
+
+Every figure is on the problems graded in all three runs. The CIs are percentile intervals over
+``n_boot`` resamples of those problems, each resample recomputing both accuracies, the run's and
+the base's normalized costs and so the line itself (paired: one index draw for all three runs).
+Costs come from ``costs.row_cost`` per problem (``tokens``: the oracle's written tokens over all
+written tokens, the base at 0 and the oracle at 1). A run whose cost is unknown under the model
+gets ``cost=None``; one that cannot run there (api for a checking policy), ``cost=NA``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .costs import NA, CostSettings, row_cost
+from .report import is_graded, latest
+
+
+@dataclass(frozen=True)
+class LinePoint:
+    n: int
+    accuracy: float
+    cost: float | str | None  # normalized to the oracle alone; NA; None = unknown
+    base_cost: float | None
+    line: float | None  # the straight line's accuracy at ``cost``
+    gap: float | None  # accuracy - line
+    gap_ci: tuple[float, float] | None
+    vs_oracle: float  # accuracy - the oracle's, on the same problems
+    vs_oracle_ci: tuple[float, float]
+
+
+def _line(acc_r, acc_b, acc_o, r, b):
+    t = np.where(b < 1, np.clip((r - b) / np.where(b < 1, 1 - b, 1), 0.0, 1.0), 1.0)
+    line = acc_b + (acc_o - acc_b) * t
+    return line, acc_r - line
+
+
+def _costs(rows: list[dict], s: CostSettings):
+    """Per-problem costs as an array, or NA / None for the run (any NA / unknown row)."""
+    if s.model == "tokens":
+        return np.array([[r.get("oracle_tokens") or 0, r.get("total_tokens_generated") or 0] for r in rows], float)
+    values = [row_cost(r, s) for r in rows]
+    if any(v == NA for v in values):
+        return NA
+    if any(v is None for v in values):
+        return None
+    return np.array(values, float)
+
+
+def _normalized(costs, oracle_costs, idx):
+    """Normalized cost of each resample (rows of ``idx``): run total / oracle total."""
+    if costs.ndim == 2:  # tokens: the written share
+        written = costs[idx, 1].sum(axis=-1)
+        return np.where(written > 0, costs[idx, 0].sum(axis=-1) / np.maximum(written, 1), 0.0)
+    return costs[idx].sum(axis=-1) / oracle_costs[idx].sum(axis=-1)
+
+
+def line_point(run: list[dict], base: list[dict], oracle: list[dict], s: CostSettings, *,
+               n_boot: int = 10_000, seed: int = 0) -> LinePoint | None:
+    """The run against the base-oracle line under ``s`` (None: no problem graded in all three)."""
+    by = [{r["unique_id"]: r for r in latest(rows) if is_graded(r)} for rows in (run, base, oracle)]
+    ids = sorted(set(by[0]) & set(by[1]) & set(by[2]))
+    if not ids:
+        return None
+    r_rows, b_rows, o_rows = ([m[i] for i in ids] for m in by)
+    correct = np.array([[bool(x["correct"]) for x in rows] for rows in (r_rows, b_rows, o_rows)], float)
+    n = len(ids)
+    rng = np.random.default_rng(seed)
+    idx_all = np.arange(n)[None, :]
+    boot = rng.integers(0, n, size=(n_boot, n))
+    acc = correct.mean(axis=1)
+    diff = correct[0, boot].mean(axis=1) - correct[2, boot].mean(axis=1)
+    vs_ci = (float(np.percentile(diff, 2.5)), float(np.percentile(diff, 97.5)))
+    point = dict(n=n, accuracy=float(acc[0]), vs_oracle=float(acc[0] - acc[2]), vs_oracle_ci=vs_ci)
+    run_c, base_c, oracle_c = _costs(r_rows, s), _costs(b_rows, s), _costs(o_rows, s)
+    if run_c is NA or run_c is None or base_c is NA or base_c is None or oracle_c is None or oracle_c is NA:
+        cost = NA if run_c is NA else None
+        return LinePoint(cost=cost, base_cost=None, line=None, gap=None, gap_ci=None, **point)
+    if s.model != "tokens" and oracle_c.sum() <= 0:
+        return LinePoint(cost=None, base_cost=None, line=None, gap=None, gap_ci=None, **point)
+    r_all, b_all = (float(_normalized(c, oracle_c, idx_all)[0]) for c in (run_c, base_c))
+    if s.model == "tokens":
+        b_all = 0.0  # the base writes no oracle token, whatever its file says
+    line, gap = _line(acc[0], acc[1], acc[2], np.array(r_all), np.array(b_all))
+    r_boot = _normalized(run_c, oracle_c, boot)
+    b_boot = np.zeros(n_boot) if s.model == "tokens" else _normalized(base_c, oracle_c, boot)
+    _, gaps = _line(correct[0, boot].mean(axis=1), correct[1, boot].mean(axis=1), correct[2, boot].mean(axis=1),
+                    r_boot, b_boot)
+    gap_ci = (float(np.percentile(gaps, 2.5)), float(np.percentile(gaps, 97.5)))
+    return LinePoint(cost=r_all, base_cost=b_all, line=float(line), gap=float(gap), gap_ci=gap_ci, **point)
+
+
+VERDICTS = {
+    "none": "no figure under this model",
+    "na": "cannot run there",
+    "dearer": "no: costs at least the oracle alone",
+    "lossless": "yes: cheaper, no significant loss against the oracle",
+    "above": "a trade: cheaper and less accurate, but above the line",
+    "below": "no: below the line (mixing base and oracle answers does better)",
+    "on": "no gain shown: on the line within its CI",
+}
+
+
+def verdict(p: LinePoint) -> str:
+    """Whether to run this instead of the oracle alone, by one rule: cheaper (cost < 1) and the
+    oracle's accuracy inside the paired CI -> yes; cheaper, worse, and the line's CI above 0 -> a
+    trade above the line; the line's CI below 0 -> below it; else on it. Keys of ``VERDICTS``."""
+    if p.cost is None:
+        return "none"
+    if p.cost == NA:
+        return "na"
+    if p.cost >= 1.0:
+        return "dearer"
+    if p.vs_oracle_ci[1] >= 0:
+        return "lossless"
+    if p.gap_ci[0] > 0:
+        return "above"
+    if p.gap_ci[1] < 0:
+        return "below"
+    return "on"
