@@ -246,3 +246,37 @@ def test_eval_default_generation_length():
     assert config.max_new_tokens == EVAL_MAX_NEW_TOKENS == 1024
     assert config.c == 128  # oracle only: enough consults of 8 tokens to cover 1024
     assert [p.unique_id for p in problems] == [p.unique_id for p in MATH500[:3]]
+
+
+def test_an_id_file_selects_exactly_those_problems_in_its_order(tmp_path):
+    from guided_inference.cli import build_parser
+    from guided_inference.cli.evaluate import _dataset_label, load_selection
+
+    wanted = [MATH500[7].unique_id, MATH500[2].unique_id, MATH500[7].unique_id]  # a repeat runs once
+    ids = tmp_path / "ids.txt"
+    ids.write_text("# two problems\n\n" + "\n".join(wanted) + "\n")
+    args = build_parser().parse_args(["eval", "--ids", str(ids), "--num_samples", "1"])
+    task, problems, _, _ = load_selection(args)
+    assert [p.unique_id for p in problems] == [MATH500[7].unique_id]  # ids first, then the window
+    args = build_parser().parse_args(["eval", "--ids", str(ids)])
+    assert [p.unique_id for p in load_selection(args)[1]] == wanted[:2]
+    assert _dataset_label(task, args) == "math500_ids"  # a default file name of its own
+    ids.write_text("test/no/such.json\n")
+    with pytest.raises(ConfigError, match=r"ids: 'test/no/such.json' is not a problem of this dataset \(500 problems\)"):
+        load_selection(args)
+    ids.write_text("# nothing\n")
+    with pytest.raises(ConfigError, match="holds no unique_id"):
+        load_selection(args)
+
+
+def test_the_committed_held_out_ids_were_never_calibrated_on_nor_in_math500():
+    from guided_inference.evaluation.calibrate import CAL_NUM_SAMPLES
+    from guided_inference.tasks.selection import read_ids
+
+    from pathlib import Path
+
+    committed = read_ids(str(Path(__file__).resolve().parents[1] / "results/heldout/math_heldout_ids.txt"))
+    split = [p.unique_id for p in held_out_split(get_task("math"))]
+    assert len(committed) == 100 and len(set(committed)) == 100
+    assert list(committed) == split[CAL_NUM_SAMPLES:CAL_NUM_SAMPLES + 100]  # what scripts/heldout_ids.py writes
+    assert not set(committed) & set(split[:CAL_NUM_SAMPLES]) and not set(committed) & math500_ids()

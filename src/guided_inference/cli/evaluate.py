@@ -23,7 +23,7 @@ from ..config import ConfigError, GuidedError
 from ..evaluation.runner import EVAL_MAX_NEW_TOKENS
 from ..render import render_trace
 from ..tasks import DATASETS, common_defaults, get_task, task_for_file, with_prompt
-from ..tasks.selection import Selection, parse_int_list, parse_shard, parse_str_list
+from ..tasks.selection import Selection, parse_int_list, parse_shard, parse_str_list, read_ids
 from .flags import add_generation_flags, add_model_flags, add_prompt_flags, flag, generation_config
 
 
@@ -92,6 +92,8 @@ def _run_flags(p) -> None:
     flag(p, "levels", default=None, help="comma-separated levels, e.g. 1,2,3")
     flag(p, "subjects", default=None, help="comma-separated subjects, e.g. algebra,number_theory")
     flag(p, "shard", default=None, help="i/n: the i-th of n disjoint shards (1-based)")
+    flag(p, "ids", default=None, help="a file of unique_ids, one per line: exactly those problems, in that order "
+                                      "(e.g. results/heldout/math_heldout_ids.txt), before the other filters")
     add_prompt_flags(p)
     flag(p, "concurrency", type=int, default=1, help="problems in flight (HTTP backends only)")
     flag(p, "grade_timeout", type=float, default=10.0, help="grading seconds per problem; a timeout counts as wrong")
@@ -110,11 +112,18 @@ def load_selection(args):
         num_samples=args.num_samples, offset=args.offset,
         levels=parse_int_list("levels", args.levels, minimum=1) if args.levels else None,
         subjects=parse_str_list("subjects", args.subjects) if args.subjects else None,
-        shard=parse_shard(args.shard) if args.shard else None)
+        shard=parse_shard(args.shard) if args.shard else None,
+        ids=read_ids(args.ids) if args.ids else None)
     chosen = selection.apply(problems)
     if not chosen:
         raise ConfigError(f"the selection is empty ({len(problems)} problems before filters, offset {args.offset})")
     return task, chosen, common_defaults(chosen), selection
+
+
+def _dataset_label(task, args) -> str:
+    """The dataset part of a default output name; an id file's stem joins it (a held-out run
+    must not resume the file of a run over the dataset's first problems)."""
+    return f"{task.name}_{Path(args.ids).stem}" if args.ids else task.name
 
 
 def _apply_defaults(args, file_defaults: dict) -> None:
@@ -182,7 +191,7 @@ def cmd_eval(args) -> int:
     calibrate_first(args)
     config = args.make_config(args)
     output = Path(args.output_file) if args.output_file else Path("out") / run_name(
-        task.name, args.base_model, args.oracle_model, config.policy, config.c, config.k, selection.shard)
+        _dataset_label(task, args), args.base_model, args.oracle_model, config.policy, config.c, config.k, selection.shard)
     settings = _settings(args, output)
     pair = _load_pair(args, config)
     outcome = run_eval(task, problems, pair, config, settings, show=render_trace)
@@ -212,8 +221,8 @@ def cmd_sweep(args) -> int:
     results, runs = [], []
     for point in sweep_points(cs, ks, args.policy or base_config.policy, baselines=not args.no_baselines):
         config = _config_at(args, c=point.c, k=point.k, policy=point.policy)
-        path = out_dir / run_name(task.name, args.base_model, args.oracle_model, point.policy, config.c, config.k,
-                                  selection.shard)
+        path = out_dir / run_name(_dataset_label(task, args), args.base_model, args.oracle_model, point.policy,
+                                  config.c, config.k, selection.shard)
         print(f"== {point.kind}: policy {point.policy}, c {config.c}, k {config.k} -> {path}", file=sys.stderr)
         outcome = run_eval(task, problems, pair, config, _settings(args, path), show=render_trace)
         results.append((point, summarize(latest(outcome.rows), path.stem)))

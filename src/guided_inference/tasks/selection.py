@@ -4,6 +4,8 @@
     problems = sel.apply(task.load())
 
 Order of operations (each a pure function of the list before it):
+  0. with ``ids``: exactly those problems, in the order of ``ids`` (a committed id list, e.g. the
+     held-out problems of ``scripts/heldout_ids.py``); an id the dataset lacks is an error;
   1. keep ``levels`` and ``subjects`` (subjects match case-insensitively, and
      "counting_and_probability" matches "Counting & Probability");
   2. skip ``offset`` problems, keep the next ``num_samples`` (all if None);
@@ -34,6 +36,7 @@ class Selection:
     levels: tuple[int, ...] | None = None
     subjects: tuple[str, ...] | None = None
     shard: tuple[int, int] | None = None  # (i, n), 1 <= i <= n
+    ids: tuple[str, ...] | None = None  # unique_ids, in the order to run them
 
     def __post_init__(self) -> None:
         if self.num_samples is not None:
@@ -46,6 +49,12 @@ class Selection:
 
     def apply(self, problems: list[Problem]) -> list[Problem]:
         chosen = problems
+        if self.ids is not None:
+            by_id = {p.unique_id: p for p in problems}
+            missing = next((i for i in self.ids if i not in by_id), None)
+            if missing is not None:
+                raise ConfigError(f"ids: {missing!r} is not a problem of this dataset ({len(problems)} problems)")
+            chosen = [by_id[i] for i in dict.fromkeys(self.ids)]
         if self.levels is not None:
             present = sorted({p.level for p in problems if p.level is not None})
             if not present:
@@ -90,6 +99,20 @@ def parse_int_list(name: str, text: str, *, minimum: int = 0) -> tuple[int, ...]
     if not values or any(v < minimum for v in values):
         raise ConfigError(f"{name} must be a comma-separated list of integers >= {minimum}, got {text!r}")
     return values
+
+
+def read_ids(path: str) -> tuple[str, ...]:
+    """The unique_ids of an id file: one per line; blank lines and ``#`` comments skipped."""
+    from pathlib import Path
+
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise ConfigError(f"ids must be a readable file of unique_ids, one per line: {path!r} ({e.strerror})") from None
+    ids = tuple(s for s in (line.strip() for line in lines) if s and not s.startswith("#"))
+    if not ids:
+        raise ConfigError(f"ids file {path!r} holds no unique_id (one per line, # for comments)")
+    return ids
 
 
 def parse_str_list(name: str, text: str) -> tuple[str, ...]:
