@@ -35,6 +35,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..config import ConfigError
+from .derived_costs import derive_takeover, not_derived
 
 COST_MODELS = ("tokens", "compute", "cpu", "gpu", "api")
 ROLES = ("base", "oracle")
@@ -94,6 +95,11 @@ def counts(row: dict, role: str) -> Counts:
     t = (row.get("timings") or {}).get(role)
     if not isinstance(t, dict):
         return Counts()
+    if policy_of(row) not in SINGLE_MODEL:
+        # A takeover run: its schedule, hence every forward call, follows from its segments.
+        fields = derive_takeover(row)
+        if fields is not None:
+            return Counts(**fields[role], derived=True)
     read, written = t.get("prefill_tokens"), t.get("decode_tokens")
     batches = None
     if policy_of(row) in SINGLE_MODEL and isinstance(read, int) and isinstance(written, int) and read <= PROMPT_BATCH:
