@@ -16,12 +16,15 @@ The schedule (engine.py, handoff.py, backends/cached.py and llama_cpp.py; one sh
     writing min(step_size, max_new_tokens - p) tokens; it ends sooner at an EOS or, for a
     per-token policy, when the policy fires before a token (possibly before its first: a
     request that writes nothing). A between-steps policy consults only at step boundaries.
+    (The context never fills: prompt + max_new_tokens fit n_ctx, else the steps would be cut sooner.)
   - A consult is one oracle request at the consult's position writing up to min(k, room) tokens.
   - A request first reads what its model's cache lacks (the other model's tokens since its own
     last request; nothing, and no forward call, when it lacks nothing) in one evaluation split
     into calls of n_batch = 512 tokens, logits for the last only: shapes (512, 0) ... (rest, 1).
     Then every sampled token except an EOS is fed at once, one (1, 1) call each: ``decoded`` is
     the tokens it kept, ``written`` those plus the final EOS if this model sampled it.
+  - A base and an oracle of the same name share one backend, one cache (``model_pair.load_pair``):
+    then neither catches up, and only the problem's first request reads the prompt.
   - The first request of a problem reads the prompt plus the generated tokens before it. The
     runner keeps each model's cache from the previous problem, so the prompt's shared lead (the
     system turn) is not read again: the prompt tokens read are solved from ``timings``
@@ -44,7 +47,7 @@ N_BATCH = 512  # llama-cpp-python's default n_batch, the embedded backend's forw
 
 def not_derived(row: dict) -> str | None:
     """Why ``row`` cannot be derived (a few words), or None when ``derive_takeover`` gives counts."""
-    why, per_token = _qualify(row)
+    why, _ = _qualify(row)
     if why is None and derive_takeover(row, n_prompt=None) is None:
         why = "segments or timings off the engine's schedule"
     return why
@@ -154,23 +157,27 @@ def derive_takeover(row: dict, *, n_prompt: int | None | str = "vocab", prompt_r
         return None
     if n_prompt == "vocab":
         n_prompt = prompt_tokens(row)
-    held: dict[str, int | None] = {r: None for r in ROLES}  # generated tokens the cache holds
+    # load_pair gives one backend, one cache, to a base and oracle of the same name: then
+    # neither catches up, and only the first request reads the prompt.
+    one = row.get("base_model") is not None and row.get("base_model") == row.get("oracle_model")
+    cache = {r: "one" if one else r for r in ROLES}
+    held: dict[str, int | None] = {cache[r]: None for r in ROLES}  # generated tokens a cache holds
     c = {r: dict(catchup=0, first=None, decoded=0, written=0, requests=0, positions=0, batches={}) for r in ROLES}
     for role, p, n, eos in plan:
-        m = c[role]
-        if held[role] is None:
+        m, before = c[role], held[cache[role]]
+        if before is None:
             m["first"] = p  # read with the prompt in one evaluation (its size known once the prompt part is)
-        elif p - held[role] > 0:
-            for shape in _shapes(p - held[role]):
+        elif p - before > 0:
+            for shape in _shapes(p - before):
                 m["batches"][shape] = m["batches"].get(shape, 0) + 1
-        m["catchup"] += p - (held[role] or 0)
+        m["catchup"] += p - (before or 0)
         if n:
             m["batches"][(1, 1)] = m["batches"].get((1, 1), 0) + n
         m["decoded"] += n
         m["written"] += n + eos
         m["requests"] += 1
         m["positions"] += p
-        held[role] = p + n
+        held[cache[role]] = p + n
     out = {}
     for role in ROLES:
         m, t = c[role], timings.get(role) or {}
@@ -178,7 +185,7 @@ def derive_takeover(row: dict, *, n_prompt: int | None | str = "vocab", prompt_r
         prompt = (prompt_read or {}).get(role, read - m["catchup"] if isinstance(read, int) else None)
         if prompt is None or t.get("decode_tokens") != m["decoded"]:
             return None
-        if m["requests"] == 0:
+        if m["first"] is None:
             if prompt:
                 return None
         elif not 1 <= prompt <= (n_prompt or prompt):
@@ -189,8 +196,8 @@ def derive_takeover(row: dict, *, n_prompt: int | None | str = "vocab", prompt_r
         context = None if n_prompt is None else m["requests"] * n_prompt + m["positions"]
         out[role] = dict(read_prompt=prompt, read_catchup=m["catchup"], read_check=0, read=prompt + m["catchup"],
                          written=m["written"], decoded=m["decoded"], calls=sum(m["batches"].values()),
-                         requests=m["requests"], context_tokens=context, batches=tuple(
-                             (n, r, k) for (n, r), k in sorted(m["batches"].items())))
+                         requests=m["requests"], context_tokens=context,
+                         batches=tuple((size, rows, k) for (size, rows), k in sorted(m["batches"].items())))
     return out
 
 
@@ -211,14 +218,27 @@ def prompt_tokens(row: dict) -> int | None:
 def _count(name: str, prompt: str) -> int:
     from ..prompts import prompt_ids
 
-    return len(prompt_ids(_vocab(name), prompt))
+    return len(prompt_ids(vocabulary(name), prompt))
 
 
 @lru_cache(maxsize=4)
-def _vocab(name: str):
+def vocabulary(name: str):
     """The catalogue model's vocabulary alone (no weights: ~0.4 s), shaped as ``prompt_ids`` reads it."""
+    import os
+    import sys
+
     from ..backends.gguf_vocab import GGUFVocab
 
-    vocab = GGUFVocab(name)
+    # llama.cpp warns about the vocabulary's empty context on fd 2 even when not verbose: a
+    # report should not print it, so fd 2 points at /dev/null while the file loads.
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        vocab = GGUFVocab(name)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
     return SimpleNamespace(tokenize=vocab.tokenize, bos_text=vocab.props()["bos_text"],
                            adds_bos=bool(vocab.tokenize("", add_bos=True)))
