@@ -14,6 +14,7 @@ from guided_inference.reporting.costs import CostSettings
 from guided_inference.reporting.html import render_html
 from guided_inference.reporting.plots import cost_figure
 from guided_inference.intervals import wilson
+from guided_inference.models import resolve
 from test_costs import BASE_ONLY, GUIDED, ORACLE_ONLY, PARAMS, RATES, VERIFY, cells_of, write
 
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "math500-first100"
@@ -25,6 +26,7 @@ QWEN = {"base": 0.49e9, "oracle": 1.54e9}  # published parameter counts of the p
 @pytest.fixture(scope="module")
 def old_files(tmp_path_factory):
     """The first 3 lines of four committed files (no cost record), copied."""
+    resolve("qwen2.5-coder-0.5b")  # its vocabulary counts the prompts of a takeover run (pulled if missing)
     d = tmp_path_factory.mktemp("old")
     out = {}
     for key, name in OLD.items():
@@ -44,19 +46,25 @@ def test_an_old_file_reports_with_unknowns_shown(old_files):
     # the consult table: checked / unchecked base tokens are not in these files
     consult = proc.stdout.split("consult cost")[1].split("cost model")[0]
     assert cells_of(consult, "verify")[-2:] == ["?", "?"]
-    # compute, derived from the timings: parameters x (prefill + decode tokens), by hand
+    # compute, derived from the timings: parameters x (prefill + decode tokens), by hand; a takeover
+    # run's counts are derived in full (derived_costs.py), its written tokens with the EOS sampled
+    def eos(key, r, m):
+        return key == "random" and r["finish_reason"] == "eos" and r["interleaved_outputs"][-1]["model_type"] == m
+
     def compute(key):
-        return sum(QWEN[m] * (r["timings"][m]["prefill_tokens"] + r["timings"][m]["decode_tokens"])
+        return sum(QWEN[m] * (r["timings"][m]["prefill_tokens"] + r["timings"][m]["decode_tokens"] + eos(key, r, m))
                    for r in rows[key] for m in QWEN)
     for key in OLD:
         assert cells_of(sections["compute"], key)[5] == f"{compute(key) / compute('always'):.2f}*"
     assert cells_of(sections["compute"], "always")[5] == "1.00*"
     assert "* derived from the timings record" in sections["compute"]
-    # gpu needs the batch sizes: unknown for a guided run, never 0; one model alone is one prompt
-    # batch, then one call per generated token, so its calls are derived (weights from the catalogue)
-    for key in ("random", "verify"):
-        assert cells_of(sections["gpu"], key)[5:] == [
-            "?", "?", "no cost record (batch sizes not recorded: only base-only and oracle-only runs are derived)"]
+    # gpu needs the batch sizes: unknown for a run with checks, never 0; one model alone is one prompt
+    # batch, then one call per generated token, so its calls are derived (weights from the catalogue);
+    # a takeover run's calls follow from its segments (test_derived_costs.py checks them)
+    assert cells_of(sections["gpu"], "verify")[5:] == ["?", "?", (
+        "no cost record, and not derived: not a takeover run (derived: base-only, oracle-only and takeover runs "
+        "on the engine's schedule)")]
+    assert re.fullmatch(r"\d+\.\d\d\*", cells_of(sections["gpu"], "random")[5])
     from guided_inference.models import CATALOGUE
 
     def gpu(key, role):
@@ -65,10 +73,11 @@ def test_an_old_file_reports_with_unknowns_shown(old_files):
                    for r in rows[key])
     assert cells_of(sections["gpu"], "never")[5] == f"{gpu('never', 'base') / gpu('always', 'oracle'):.2f}*"
     assert cells_of(sections["gpu"], "always")[5] == "1.00*"
-    # api: verify cannot run on such an API; a guided run's contexts are not recorded; one model alone is
-    # one request (prompt in at 1x, answer out at 4x; prices proportional to parameters)
+    # api: verify cannot run on such an API; a takeover run's contexts are derived (the prompt counted with
+    # the base model's vocabulary); one model alone is one request (prompt in at 1x, answer out at 4x;
+    # prices proportional to parameters)
     assert cells_of(sections["api"], "verify")[5] == "n/a"
-    assert cells_of(sections["api"], "random")[5] == "?"
+    assert re.fullmatch(r"\d+\.\d\d\*", cells_of(sections["api"], "random")[5])
     def api(key):
         return sum(QWEN[m] * (r["timings"][m]["prefill_tokens"] + 4 * r["timings"][m]["decode_tokens"])
                    for r in rows[key] for m in QWEN)

@@ -24,10 +24,15 @@ The models (``COST_MODELS``):
 Counts come from a row's ``cost`` record (per model "base" and "oracle": calls, requests,
 read_prompt, read_catchup, read_check, decoded, evaluated, written, kept, rejected, context_tokens,
 batches = [[n_tokens, n_logit_rows, count], ...], seconds). A results file made before that record
-has ``timings`` only: tokens read = prefill_tokens and tokens written = decode_tokens there, so
-compute (and api, cpu and gpu for single-model runs, whose forward calls are one prompt batch and
-one call per generated token) is derived from them and marked ``derived``; what they do not
-hold (batch sizes, contexts) stays unknown (None), never 0.
+has ``timings`` only, and its counts are derived, marked ``derived``:
+  - a takeover run (no check, no rejected token, one shared token list): everything, from its
+    segments and timings by the engine's schedule (``derived_costs.py``); context_tokens needs the
+    prompt's length, counted with the base model's vocabulary when its GGUF file is cached;
+  - one model alone (never, always): tokens read = prefill_tokens, written = decode_tokens, and
+    (prompt up to n_batch) the forward calls: one prompt batch, then one call per generated token;
+  - any other row (verify, speculative, a row off the schedule): tokens read and written only,
+    so compute alone.
+What a row does not fix stays unknown (None), never 0.
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..config import ConfigError
+from .derived_costs import derive_takeover, not_derived
 
 COST_MODELS = ("tokens", "compute", "cpu", "gpu", "api")
 ROLES = ("base", "oracle")
@@ -94,6 +100,11 @@ def counts(row: dict, role: str) -> Counts:
     t = (row.get("timings") or {}).get(role)
     if not isinstance(t, dict):
         return Counts()
+    if policy_of(row) not in SINGLE_MODEL:
+        # A takeover run: its schedule, hence every forward call, follows from its segments.
+        fields = derive_takeover(row)
+        if fields is not None:
+            return Counts(**fields[role], derived=True)
     read, written = t.get("prefill_tokens"), t.get("decode_tokens")
     batches = None
     if policy_of(row) in SINGLE_MODEL and isinstance(read, int) and isinstance(written, int) and read <= PROMPT_BATCH:
@@ -280,10 +291,15 @@ def run_cost(rows: list[dict], s: CostSettings) -> RunCost:
 
 
 def _why_unknown(rows: list[dict], s: CostSettings) -> str:
+    old = [r for r in rows if not isinstance(r.get("cost"), dict) and policy_of(r) not in SINGLE_MODEL]
+    why = next((w for w in map(not_derived, old) if w), None)
+    if s.model in ("cpu", "gpu", "api") and why:
+        return (f"no cost record, and not derived: {why} (derived: base-only, oracle-only and takeover runs "
+                "on the engine's schedule)")
+    if s.model == "api" and any(counts(r, role).context_tokens is None for r in old for role in ROLES):
+        return "no cost record, and no prompt length (the base model's vocabulary is not in the model cache)"
     if s.model in ("cpu", "gpu") and any(not isinstance(r.get("cost"), dict) for r in rows):
-        return "no cost record (batch sizes not recorded: only base-only and oracle-only runs are derived)"
-    if s.model == "api" and any(not isinstance(r.get("cost"), dict) for r in rows):
-        return "no cost record (contexts not recorded)"
+        return "no cost record (batch sizes derived only for a prompt of up to n_batch tokens)"
     first = rows[0]
     for role in ROLES:
         model_id, sha = _role_model(first, role)
