@@ -57,7 +57,7 @@ def test_an_old_file_reports_with_unknowns_shown(old_files):
     for key in OLD:
         assert cells_of(sections["compute"], key)[5] == f"{compute(key) / compute('always'):.2f}*"
     assert cells_of(sections["compute"], "always")[5] == "1.00*"
-    assert "* derived from the timings record" in sections["compute"]
+    assert "* derived: the file has no cost record" in sections["compute"]
     # gpu needs the batch sizes: unknown for a run with checks, never 0; one model alone is one prompt
     # batch, then one call per generated token, so its calls are derived (weights from the catalogue);
     # a takeover run's calls follow from its segments (test_derived_costs.py checks them)

@@ -27,7 +27,8 @@ from .report import Summary, format_table, is_graded, latest, pct, summarize
 
 UNITS = {"tokens": "oracle share", "compute": "parameters x tokens", "cpu": "s", "gpu": "s (model)",
          "api": "price units"}
-DERIVED_NOTE = "* derived from the timings record (prefill + decode tokens): the file has no cost record"
+DERIVED_NOTE = ("* derived: the file has no cost record; counts rebuilt from its timings (prefill + decode tokens) "
+                "and, for takeover runs, its segments (reporting/derived_costs.py)")
 
 
 def is_oracle_only(rows: list[dict]) -> bool:
