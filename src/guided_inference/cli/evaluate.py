@@ -8,7 +8,7 @@
     guided grade out/c20k10.jsonl              # re-grade in place
     guided report --cost compute,api --plot cost.png out/*.jsonl   # cost beside accuracy (cost_report.py)
 
-The library they call is ``evaluation/`` (runner, results, report, cost_report, plots, html).
+The library they call is ``evaluation/`` (runner, results, sweep) and ``reporting/`` (report, cost_report, plots, html).
 Bad values raise GuidedError with a one-line message (exit 2). ``eval`` exits 1 when some
 problems failed with a backend error: they are recorded as ``error`` lines and retried by
 rerunning.
