@@ -1,4 +1,4 @@
-"""Write the results tables of README.md and docs/results.md from the results files.
+"""Write the results tables of README.md, docs/results.md and docs/findings.md from the results files.
 
     python scripts/docs_tables.py           # rewrite the tables in place
     python scripts/docs_tables.py --check   # exit 1, naming each table that differs; write nothing
@@ -218,6 +218,8 @@ def deployments(runs: dict[str, list[dict]]) -> str:
             if not runs[run.key]:
                 continue
             p = line_point(runs[run.key], runs["base"], runs["oracle"], s)
+            if p is None:  # nothing graded in all three yet
+                continue
             cost = "?" if p.cost is None else NA if p.cost == NA else f"{p.cost:.2f}"
             gap = "-" if p.gap is None else f"{100 * p.gap:+.1f} [{100 * p.gap_ci[0]:+.1f}, {100 * p.gap_ci[1]:+.1f}]"
             vs = f"{100 * p.vs_oracle:+.1f} [{100 * p.vs_oracle_ci[0]:+.1f}, {100 * p.vs_oracle_ci[1]:+.1f}]"

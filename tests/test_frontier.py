@@ -40,7 +40,7 @@ def test_the_line_by_hand():
 def test_the_oracle_and_the_base_lie_on_their_own_line():
     at_oracle = line_point(ORACLE, BASE, ORACLE, COMPUTE, n_boot=500)
     assert at_oracle.cost == pytest.approx(1.0) and at_oracle.gap == pytest.approx(0.0)
-    assert at_oracle.gap_ci == pytest.approx((0.0, 0.0)) and verdict(at_oracle) == "dearer"
+    assert at_oracle.gap_ci == pytest.approx((0.0, 0.0)) and verdict(at_oracle) == "few"  # n = 4
     at_base = line_point(BASE, BASE, ORACLE, COMPUTE, n_boot=500)
     assert at_base.gap == pytest.approx(0.0) and at_base.gap_ci == pytest.approx((0.0, 0.0))
 
@@ -84,3 +84,27 @@ def point(cost, vs_ci, gap_ci) -> LinePoint:
 ])
 def test_verdict_rule(cost, vs_ci, gap_ci, expected):
     assert verdict(point(cost, vs_ci, gap_ci)) == expected
+
+
+def test_too_few_problems_get_no_verdict_and_n_boot_is_checked():
+    p = line_point(RUN, BASE, ORACLE, COMPUTE, n_boot=100)  # n = 4: any CI may hold 0
+    assert p.n == 4 and verdict(p) == "few"
+    with pytest.raises(ValueError, match="n_boot must be >= 1, got 0"):
+        line_point(RUN, BASE, ORACLE, COMPUTE, n_boot=0)
+
+
+def test_a_literal_mix_of_base_and_oracle_answers_lies_on_the_line_under_tokens_and_compute():
+    # problems 0-1 answered by the oracle alone, 2-3 by the base alone: the straight line itself
+    mix = ORACLE[:2] + BASE[2:]
+    for settings in (COMPUTE, CostSettings("tokens")):
+        p = line_point(mix, BASE, ORACLE, settings, n_boot=300)
+        assert p.gap == pytest.approx(0.0), settings.model  # (its CI is not degenerate: which problems
+        # went to the oracle matters within a resample, while the line averages over all of them)
+
+
+def test_an_unknown_base_cost_leaves_the_run_its_own_cost():
+    base = [{k: v for k, v in r.items() if k != "cost"} for r in BASE]
+    gpu = CostSettings("gpu")
+    p = line_point(RUN, base, ORACLE, gpu, n_boot=100)
+    assert p.cost == pytest.approx(line_point(RUN, BASE, ORACLE, gpu, n_boot=100).cost)
+    assert p.line is None and p.gap is None and verdict(p) == "none"

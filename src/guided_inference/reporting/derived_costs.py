@@ -5,7 +5,9 @@
 
 Contract: a row qualifies when it has no ``cost`` record, a takeover consult (its ``consult``
 or its policy's default is "takeover": not verify or speculative), no rejected tokens, the
-"tokens" handoff, ``finish_reason`` "eos" or "length", ``timings`` and segments with
+"tokens" handoff, both models GGUF files of the catalogue (by sha256: the embedded llama.cpp
+backend; rows do not name their backend, so a catalogue GGUF run through the transformers
+backend would be taken for one), ``finish_reason`` "eos" or "length", ``timings`` and segments with
 ``n_tokens`` (``costs.counts`` sends the single-model runs, never/always, elsewhere). The
 result has the keys of ``costs.Counts`` (reads split into prompt and catch-up, read_check 0,
 written, decoded, calls, requests, context_tokens, batches); anything the row does not fix is
@@ -39,7 +41,7 @@ from __future__ import annotations
 from functools import lru_cache
 from types import SimpleNamespace
 
-from ..config import POLICY_PARAMS, GenerationConfig
+from ..config import POLICY_PARAMS, GenerationConfig, GuidedError
 
 ROLES = ("base", "oracle")
 N_BATCH = 512  # llama-cpp-python's default n_batch, the embedded backend's forward-call size
@@ -65,6 +67,8 @@ def _qualify(row: dict) -> tuple[str | None, bool | None]:
         return "not a takeover run", None
     if row.get("handoff") != "tokens":
         return "a text handoff", None
+    if not all(_catalogued_gguf(row, role) for role in ROLES):
+        return "not both models local GGUF files of the catalogue (the schedule is llama.cpp's)", None
     if row.get("finish_reason") not in ("eos", "length"):
         return f"finish {row.get('finish_reason')!r} (a stop string or a full context)", None
     if not isinstance(row.get("timings"), dict):
@@ -75,6 +79,16 @@ def _qualify(row: dict) -> tuple[str | None, bool | None]:
     if per_token is None:
         return f"policy {policy!r} not rebuilt from its recorded configuration", None
     return None, per_token
+
+
+def _catalogued_gguf(row: dict, role: str) -> bool:
+    """Whether ``role`` ran a GGUF file of the model catalogue (by sha256): the embedded llama.cpp
+    backend's rows. Rows do not name their backend; an HTTP server's have no sha256 here."""
+    from ..models import CATALOGUE  # a table, no heavy import
+
+    sha = row.get(f"{role}_sha256")
+    return bool(sha) and str(row.get(f"{role}_model_id") or "").lower().endswith(".gguf") and any(
+        s.sha256 == sha for s in CATALOGUE.values())
 
 
 def _config_key(config: dict) -> tuple:
@@ -89,7 +103,7 @@ def _per_token(policy: str, key: tuple) -> bool | None:
 
     try:
         return make_policy(GenerationConfig(**dict(key))).per_token
-    except (ValueError, TypeError, OSError):  # ConfigError is a ValueError; a router file may be gone
+    except (ValueError, TypeError, OSError, GuidedError):  # a router file may be gone or changed
         return None
 
 

@@ -13,9 +13,15 @@ accuracy). ``gap`` = the run's accuracy minus the line's there.
 Every figure is on the problems graded in all three runs. The CIs are percentile intervals over
 ``n_boot`` resamples of those problems, each resample recomputing both accuracies, the run's and
 the base's normalized costs and so the line itself (paired: one index draw for all three runs).
-Costs come from ``costs.row_cost`` per problem (``tokens``: the oracle's written tokens over all
-written tokens, the base at 0 and the oracle at 1). A run whose cost is unknown under the model
-gets ``cost=None``; one that cannot run there (api for a checking policy), ``cost=NA``.
+Costs come from ``costs.row_cost`` per problem. Under ``tokens`` a run's cost is the oracle
+tokens it wrote over those the oracle alone wrote on the same problems (so the base is at 0, and
+a literal base/oracle mix lands on the line, which a written *share* would not). A run whose cost
+is unknown under the model gets ``cost=None``; one that cannot run there (api for a checking
+policy), ``cost=NA``; when only the base's cost is unknown, the run keeps its cost and the line
+is None.
+
+``verdict`` gives no answer below ``MIN_N`` problems: with few problems the paired CI against
+the oracle is wide enough to hold 0 for a run that lost a third of its answers.
 """
 from __future__ import annotations
 
@@ -46,11 +52,12 @@ def _line(acc_r, acc_b, acc_o, r, b):
     return line, acc_r - line
 
 
+MIN_N = 50  # problems below which verdict() says "too few"
+
+
 def _costs(rows: list[dict], s: CostSettings):
     """Per-problem costs as an array, or NA / None for the run (any NA / unknown row)."""
-    if s.model == "tokens":
-        return np.array([[r.get("oracle_tokens") or 0, r.get("total_tokens_generated") or 0] for r in rows], float)
-    values = [row_cost(r, s) for r in rows]
+    values = [r.get("oracle_tokens") for r in rows] if s.model == "tokens" else [row_cost(r, s) for r in rows]
     if any(v == NA for v in values):
         return NA
     if any(v is None for v in values):
@@ -60,15 +67,14 @@ def _costs(rows: list[dict], s: CostSettings):
 
 def _normalized(costs, oracle_costs, idx):
     """Normalized cost of each resample (rows of ``idx``): run total / oracle total."""
-    if costs.ndim == 2:  # tokens: the written share
-        written = costs[idx, 1].sum(axis=-1)
-        return np.where(written > 0, costs[idx, 0].sum(axis=-1) / np.maximum(written, 1), 0.0)
-    return costs[idx].sum(axis=-1) / oracle_costs[idx].sum(axis=-1)
+    return costs[idx].sum(axis=-1) / np.maximum(oracle_costs[idx].sum(axis=-1), 1e-300)
 
 
 def line_point(run: list[dict], base: list[dict], oracle: list[dict], s: CostSettings, *,
                n_boot: int = 10_000, seed: int = 0) -> LinePoint | None:
     """The run against the base-oracle line under ``s`` (None: no problem graded in all three)."""
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
     by = [{r["unique_id"]: r for r in latest(rows) if is_graded(r)} for rows in (run, base, oracle)]
     ids = sorted(set(by[0]) & set(by[1]) & set(by[2]))
     if not ids:
@@ -84,17 +90,15 @@ def line_point(run: list[dict], base: list[dict], oracle: list[dict], s: CostSet
     vs_ci = (float(np.percentile(diff, 2.5)), float(np.percentile(diff, 97.5)))
     point = dict(n=n, accuracy=float(acc[0]), vs_oracle=float(acc[0] - acc[2]), vs_oracle_ci=vs_ci)
     run_c, base_c, oracle_c = _costs(r_rows, s), _costs(b_rows, s), _costs(o_rows, s)
-    if run_c is NA or run_c is None or base_c is NA or base_c is None or oracle_c is None or oracle_c is NA:
-        cost = NA if run_c is NA else None
-        return LinePoint(cost=cost, base_cost=None, line=None, gap=None, gap_ci=None, **point)
-    if s.model != "tokens" and oracle_c.sum() <= 0:
-        return LinePoint(cost=None, base_cost=None, line=None, gap=None, gap_ci=None, **point)
-    r_all, b_all = (float(_normalized(c, oracle_c, idx_all)[0]) for c in (run_c, base_c))
-    if s.model == "tokens":
-        b_all = 0.0  # the base writes no oracle token, whatever its file says
+    unknown = dict(line=None, gap=None, gap_ci=None)
+    if run_c is NA or run_c is None or oracle_c is None or oracle_c is NA or oracle_c.sum() <= 0:
+        return LinePoint(cost=NA if run_c is NA else None, base_cost=None, **unknown, **point)
+    r_all = float(_normalized(run_c, oracle_c, idx_all)[0])
+    if base_c is NA or base_c is None:
+        return LinePoint(cost=r_all, base_cost=None, **unknown, **point)
+    b_all = float(_normalized(base_c, oracle_c, idx_all)[0])
     line, gap = _line(acc[0], acc[1], acc[2], np.array(r_all), np.array(b_all))
-    r_boot = _normalized(run_c, oracle_c, boot)
-    b_boot = np.zeros(n_boot) if s.model == "tokens" else _normalized(base_c, oracle_c, boot)
+    r_boot, b_boot = _normalized(run_c, oracle_c, boot), _normalized(base_c, oracle_c, boot)
     _, gaps = _line(correct[0, boot].mean(axis=1), correct[1, boot].mean(axis=1), correct[2, boot].mean(axis=1),
                     r_boot, b_boot)
     gap_ci = (float(np.percentile(gaps, 2.5)), float(np.percentile(gaps, 97.5)))
@@ -102,6 +106,7 @@ def line_point(run: list[dict], base: list[dict], oracle: list[dict], s: CostSet
 
 
 VERDICTS = {
+    "few": f"too few problems for a verdict (n < {MIN_N})",
     "none": "no figure under this model",
     "na": "cannot run there",
     "dearer": "no: costs at least the oracle alone",
@@ -115,13 +120,18 @@ VERDICTS = {
 def verdict(p: LinePoint) -> str:
     """Whether to run this instead of the oracle alone, by one rule: cheaper (cost < 1) and the
     oracle's accuracy inside the paired CI -> yes; cheaper, worse, and the line's CI above 0 -> a
-    trade above the line; the line's CI below 0 -> below it; else on it. Keys of ``VERDICTS``."""
+    trade above the line; the line's CI below 0 -> below it; else on it. Fewer than ``MIN_N``
+    problems, or no line (the base's cost unknown) -> no verdict. Keys of ``VERDICTS``."""
     if p.cost is None:
         return "none"
     if p.cost == NA:
         return "na"
+    if p.n < MIN_N:
+        return "few"
     if p.cost >= 1.0:
         return "dearer"
+    if p.gap is None:
+        return "none"
     if p.vs_oracle_ci[1] >= 0:
         return "lossless"
     if p.gap_ci[0] > 0:

@@ -12,7 +12,7 @@ base's token. The labels: ``disagree`` (oracle top-1 != base token) and
 
 File format (JSONL, one line per problem, appended and fsynced as each finishes, so a
 run resumes): provenance (both models' ids and sha256, source, version), ``unique_id``,
-``level``, ``subject``, ``correct``, ``n``, and the stored arrays ``ARRAYS`` (floats
+``level``, ``subject``, ``correct``, ``n``, and the stored arrays (``evaluation/recorded.ARRAYS``; floats
 rounded to ``DIGITS`` decimals). Derived features (rolling entropy, position, labels)
 are recomputed from them by ``features_from_row`` through the same ``TokenFeatures``
 methods the online policies and the router use, so they cannot drift apart.

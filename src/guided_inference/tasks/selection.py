@@ -107,8 +107,9 @@ def read_ids(path: str) -> tuple[str, ...]:
 
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise ConfigError(f"ids must be a readable file of unique_ids, one per line: {path!r} ({e.strerror})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        why = getattr(e, "strerror", None) or "not UTF-8 text"
+        raise ConfigError(f"ids must be a readable file of unique_ids, one per line: {path!r} ({why})") from None
     ids = tuple(s for s in (line.strip() for line in lines) if s and not s.startswith("#"))
     if not ids:
         raise ConfigError(f"ids file {path!r} holds no unique_id (one per line, # for comments)")
