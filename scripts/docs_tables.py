@@ -74,7 +74,7 @@ COST_RUNS = (
     Run("c-verify2", "math500_0.5B_1.5B_verify_share0.1_c20_k10_v2.jsonl", "", "verify, calibrated, fixed rules"),
     Run("c-speculative", "math500_0.5B_1.5B_speculative_s10.jsonl", "", "speculative (draft 10)"),
 )
-COST_MODELS = ("tokens", "compute", "gpu", "api")  # cpu needs a rates file measured on a quiet machine
+COST_MODELS = ("tokens", "compute", "cpu", "gpu", "api")  # cpu only with the committed rates file (RATES)
 RATES = "results/rates/rates_epyc_2threads.json"  # guided bench rates on this machine, quiet; cpu when present
 # Issue 18's deployments: the cost model that stands for each, in the order the findings give them.
 DEPLOYMENTS = (("cpu", "this CPU (cpu: seconds at the measured rates)"),
@@ -140,14 +140,15 @@ def costs(runs: dict[str, list[dict]]) -> str:
     order = [("base", "base only"), *((p.key, p.label) for p in (*POLICY_RUNS, *COST_RUNS)), ("oracle", "oracle only")]
     present = [(label, runs[key]) for key, label in order if runs.get(key)]
     oracle = ("oracle only", runs["oracle"])
-    per_model = {m: {line.label: line for line in cost_lines(present, CostSettings(m), oracle)} for m in COST_MODELS}
+    models = [m for m in COST_MODELS if settings(m) is not None]
+    per_model = {m: {line.label: line for line in cost_lines(present, settings(m), oracle)} for m in models}
     base_by_id = {r["unique_id"]: r for r in runs["base"] if is_graded(r)}
     oracle_by_id = {r["unique_id"]: r for r in runs["oracle"] if is_graded(r)}
     rows = []
     for label, _ in present:
         line = per_model["compute"][label]
         cells = []
-        for m in COST_MODELS:
+        for m in models:
             ratio = per_model[m][label].ratio
             derived = per_model[m][label].cost.derived
             cells.append("?" if ratio is None else NA if ratio == NA else f"{ratio:.2f}" + ("*" if derived else ""))
@@ -164,7 +165,7 @@ def costs(runs: dict[str, list[dict]]) -> str:
         rows.append((label, str(line.summary.n), f"**{pct(line.summary.accuracy)}**", ci(line.summary), *cells,
                      line_acc))
     return table(("run", "n (with oracle only)", "accuracy", "95% CI (Wilson)",
-                  *(f"{m} cost" for m in COST_MODELS), "straight line at its compute cost (run − line)"), rows)
+                  *(f"{m} cost" for m in models), "straight line at its compute cost (run − line)"), rows)
 
 
 def speculative(runs: dict[str, list[dict]]) -> str:
