@@ -110,8 +110,8 @@ VERDICTS = {
     "none": "no figure under this model",
     "na": "cannot run there",
     "dearer": "no: costs at least the oracle alone",
-    "lossless": "yes: cheaper, no significant loss against the oracle",
-    "above": "a trade: cheaper and less accurate, but above the line",
+    "lossless": "yes: cheaper, its loss to the oracle not significant",
+    "above": "a trade: cheaper, significantly less accurate, above the line",
     "below": "no: below the line (mixing base and oracle answers does better)",
     "on": "no gain shown: on the line within its CI",
 }
