@@ -142,8 +142,6 @@ def costs(runs: dict[str, list[dict]]) -> str:
     oracle = ("oracle only", runs["oracle"])
     models = [m for m in COST_MODELS if settings(m) is not None]
     per_model = {m: {line.label: line for line in cost_lines(present, settings(m), oracle)} for m in models}
-    base_by_id = {r["unique_id"]: r for r in runs["base"] if is_graded(r)}
-    oracle_by_id = {r["unique_id"]: r for r in runs["oracle"] if is_graded(r)}
     rows = []
     for label, _ in present:
         line = per_model["compute"][label]
@@ -152,16 +150,10 @@ def costs(runs: dict[str, list[dict]]) -> str:
             ratio = per_model[m][label].ratio
             derived = per_model[m][label].cost.derived
             cells.append("?" if ratio is None else NA if ratio == NA else f"{ratio:.2f}" + ("*" if derived else ""))
-        line_acc = "-"
-        ids = [r["unique_id"] for r in latest(runs[next(k for k, lab in order if lab == label)])
-               if is_graded(r) and r["unique_id"] in base_by_id and r["unique_id"] in oracle_by_id]
-        if ids and isinstance(line.ratio, float):
-            b = sum(bool(base_by_id[i]["correct"]) for i in ids) / len(ids)
-            o = sum(bool(oracle_by_id[i]["correct"]) for i in ids) / len(ids)
-            base_line = per_model["compute"]["base only"]
-            bc = base_line.ratio if isinstance(base_line.ratio, float) else 0.0
-            t = min(1.0, max(0.0, (line.ratio - bc) / (1 - bc))) if bc < 1 else 1.0
-            line_acc = f"{pct(b + (o - b) * t)} ({100 * (line.summary.accuracy - (b + (o - b) * t)):+.1f})"
+        # the straight line at the run's compute cost, on the problems all three graded (frontier.py)
+        at = line_point(runs[next(k for k, lab in order if lab == label)], runs["base"], runs["oracle"],
+                        CostSettings("compute"), n_boot=1)
+        line_acc = "-" if at is None or at.line is None else f"{pct(at.line)} ({100 * at.gap:+.1f})"
         rows.append((label, str(line.summary.n), f"**{pct(line.summary.accuracy)}**", ci(line.summary), *cells,
                      line_acc))
     return table(("run", "n (with oracle only)", "accuracy", "95% CI (Wilson)",
