@@ -156,6 +156,15 @@ def test_eval_target_share_calibrates_first_and_caches_the_file(base_only, tmp_p
     r = run_cli(*args, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert cal.stat().st_mtime_ns == stamp  # reused, not recalibrated
+    # A second policy calibrates on the same base-only traces: replayed, not generated again.
+    base_file = tmp_path / "calibration" / "base-only_smollm2-135m_math_first100_max12.jsonl"
+    base_stamp = base_file.stat().st_mtime_ns
+    other = [a if a != "entropy" else "top_prob" for a in args]
+    r = run_cli(*other[:-3], "--output_file", "out2.jsonl", "--no_progress", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    second = json.loads((tmp_path / "calibration" / "top_prob_c6_k4_share0.2_smollm2-135m.json").read_text())
+    assert second["problem_ids"] == record["problem_ids"]
+    assert base_file.stat().st_mtime_ns == base_stamp and len(base_file.read_text().splitlines()) == 100
 
 
 def test_dry_run_replays_the_evaluation_sets_own_base_only_traces(base_only, tmp_path):

@@ -155,27 +155,35 @@ def _load_pair(args, config):
 
 def calibrate_first(args) -> None:
     """``eval --target_share t``: use (or make, then cache) the calibration for this policy,
-    budget and base, on the default calibration split (MATH test minus MATH-500)."""
+    budget and base, on the default calibration split (MATH test minus MATH-500). The
+    base-only traces go to ``calibration/base-only_<base>_math_first100_max<T>.jsonl``, which
+    every later policy and budget with that base, limit and prompt replays instead of re-running."""
     if getattr(args, "target_share", None) is None:
         return
     if args.calibration:
         raise ConfigError("give --target_share or --calibration, not both")
+    from ..evaluation.calibrate import CAL_NUM_SAMPLES
     from .calibrate import cmd_calibrate
 
     c = args.c if args.c is not None else 5
     k = args.k if args.k is not None else 10
-    name = f"{args.policy}_c{c}_k{k}_share{args.target_share:g}_{Path(args.base_model).name}"
+    base = Path(args.base_model).name
+    name = f"{args.policy}_c{c}_k{k}_share{args.target_share:g}_{base}"
     task = with_prompt(get_task("math"), args)
-    if task.template_id != get_task("math").template_id or task.system:  # another prompt: its own file
+    prompt = ""
+    if task.template_id != get_task("math").template_id or task.system:  # another prompt: its own files
         import hashlib
 
-        name += "_prompt" + hashlib.sha256(f"{task.template_id}|{task.system}".encode()).hexdigest()[:8]
-    name += ".json"
-    path = Path("calibration") / name
+        prompt = "_prompt" + hashlib.sha256(f"{task.template_id}|{task.system}".encode()).hexdigest()[:8]
+    path = Path("calibration") / f"{name}{prompt}.json"
     if not path.exists():
         cal = argparse.Namespace(**vars(args))
-        cal.dataset, cal.num_samples, cal.offset, cal.data, cal.from_results, cal.base_file = None, None, 0, None, None, None
+        cal.dataset, cal.num_samples, cal.offset, cal.data, cal.from_results = None, None, 0, None, None
         cal.from_divergence = None
+        # One base-only run per base model, limit and prompt, shared by every policy and budget:
+        # the traces do not depend on them, and the run is the costly part (~1.5 core-hours).
+        limit = args.max_new_tokens or EVAL_MAX_NEW_TOKENS
+        cal.base_file = str(Path("calibration") / f"base-only_{base}_math_first{CAL_NUM_SAMPLES}_max{limit}{prompt}.jsonl")
         cal.output_file = str(path)
         cmd_calibrate(cal)
     args.calibration = str(path)
