@@ -28,7 +28,9 @@ from guided_inference.reporting.report import (Summary, breakdown, compare, cost
                                                 oracle_reads, pct, summarize)
 from guided_inference.reporting.cost_report import cost_lines  # noqa: E402
 from guided_inference.reporting.costs import NA, CostSettings  # noqa: E402
-from guided_inference.reporting.frontier import VERDICTS, line_point, verdict  # noqa: E402
+from guided_inference.reporting.frontier import line_point  # noqa: E402
+sys.path.insert(0, str(ROOT / "scripts"))
+import frontier_study  # noqa: E402  (issue 19's runs and tables)
 from guided_inference.evaluation.results import read_rows  # noqa: E402
 
 RESULTS = "results/math500-first100"
@@ -83,12 +85,21 @@ DEPLOYMENTS = (("cpu", "this CPU (cpu: seconds at the measured rates)"),
                ("api", "an API (api: input 1x, cached 0.1x, output 4x)"))
 
 
+STUDY = "study"  # load()'s key for frontier_study.load(): {StudyRun: rows}
+
+
 def load(root: Path = ROOT) -> dict[str, list[dict]]:
     runs = {r.key: latest(read_rows(root / RESULTS / r.file)) for r in RUNS}
     for r in (RESEEDED, *POLICY_RUNS, *COST_RUNS):
         path = root / RESULTS / r.file
         runs[r.key] = latest(read_rows(path)) if path.exists() else []
+    runs[STUDY] = frontier_study.load(root)
     return runs
+
+
+def study_frontier(runs) -> str:
+    """Issue 19: every study run under each deployment's cost model, against the straight line."""
+    return frontier_study.frontier(runs[STUDY], [(where, settings(m)) for m, where in DEPLOYMENTS if settings(m)])
 
 
 def policy_ids(runs: dict[str, list[dict]]) -> set[str]:
@@ -213,10 +224,8 @@ def deployments(runs: dict[str, list[dict]]) -> str:
             p = line_point(runs[run.key], runs["base"], runs["oracle"], s)
             if p is None:  # nothing graded in all three yet
                 continue
-            cost = "?" if p.cost is None else NA if p.cost == NA else f"{p.cost:.2f}"
-            gap = "-" if p.gap is None else f"{100 * p.gap:+.1f} [{100 * p.gap_ci[0]:+.1f}, {100 * p.gap_ci[1]:+.1f}]"
-            vs = f"{100 * p.vs_oracle:+.1f} [{100 * p.vs_oracle_ci[0]:+.1f}, {100 * p.vs_oracle_ci[1]:+.1f}]"
-            rows.append((where, run.label, str(p.n), cost, vs, gap, VERDICTS[verdict(p)]))
+            cost, vs, gap, judged = frontier_study.point_cells(p)
+            rows.append((where, run.label, str(p.n), cost, vs, gap, judged))
     return table(("deployment (cost model)", "run", "n", "cost (oracle alone = 1.00)", "accuracy − oracle, points [95% CI]",
                   "accuracy − straight line, points [95% CI]", "worth running instead of the oracle alone?"), rows)
 
@@ -286,7 +295,7 @@ def first100(runs: dict[str, list[dict]]) -> str:
         c = f"{s.c} (every step)" if s.policy == "always" else str(s.c)
         rows.append((r.label, k, c, str(s.n), f"**{pct(s.accuracy)}**", ci(s), share(s.oracle_share),
                      f"{s.mean_tokens:.0f}", pct(s.truncated), f"{s.generation_s:,.0f} s"))
-    max_new = {row["config"]["max_new_tokens"] for rows in runs.values() for row in rows}
+    max_new = {row["config"]["max_new_tokens"] for key, rows in runs.items() if key != STUDY for row in rows}
     assert len(max_new) == 1, f"runs with different max_new_tokens: {sorted(max_new)}"
     return table(("run", "k", "c", "n", "accuracy", "95% CI (Wilson)", "oracle-token share", "mean tokens",
                   f"truncated ({max_new.pop():,})", "generation time (sum)"), rows)
@@ -333,6 +342,11 @@ TABLES = {
     "costs": costs,
     "speculative": speculative,
     "deployments": deployments,
+    "study-share10": lambda runs: frontier_study.share10(runs[STUDY]),
+    "study-budget": lambda runs: frontier_study.budget(runs[STUDY]),
+    "study-ck": lambda runs: frontier_study.c_and_k(runs[STUDY]),
+    "study-heldout": lambda runs: frontier_study.heldout(runs[STUDY]),
+    "study-frontier": study_frontier,
 }
 
 

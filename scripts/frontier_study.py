@@ -1,0 +1,254 @@
+"""The frontier study (issue 19): its runs, the commands that make them, and the tables that
+``scripts/docs_tables.py`` writes from their files.
+
+    python scripts/frontier_study.py             # every run: its file, problems done, its commands
+    python scripts/frontier_study.py --missing   # the commands of the runs not complete yet
+
+Four groups, greedy, 1,024 tokens, ``--step_size 10``:
+1. at 10% written oracle share (calibrated on the 100 default calibration problems): every
+   takeover policy the offline replay kept, ``verify``, and ``random p=0.1`` (the committed row);
+2. ``random`` and the best takeover policy of group 1 (``BEST``) at 5% and 20%;
+3. the same two at 10% with (c, k) = (100, 1) and (2, 50), beside the k = 10 rows;
+4. held out: base, oracle, random, BEST, verify and speculative on the first ``HELDOUT_N``
+   problems of ``results/heldout/math_heldout_ids.txt`` (MATH test minus MATH-500, none used
+   for calibration), with the calibration files of group 1.
+The calibrations replay one committed base-only run (``CAL_BASE``); ``--dry_run_on`` records
+the share each value spends on the evaluation set's own base-only traces.
+
+``BEST`` stays None until group 1 is complete; then it is set by hand to the policy the
+``study-share10`` table ranks first, and the commands of groups 2-4 that need it appear.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from guided_inference.evaluation.results import read_rows  # noqa: E402
+from guided_inference.reporting.frontier import VERDICTS, line_point, verdict  # noqa: E402
+from guided_inference.reporting.report import compare, is_graded, latest, pct, summarize, target_share  # noqa: E402
+
+BASE, ORACLE = "0.5B", "1.5B"
+EVAL_DIR, HELDOUT_DIR, CAL_DIR = "results/math500-first100", "results/heldout", "results/calibration/study"
+CAL_BASE = "results/calibration/base-only_0.5B_math_first100_max1024.jsonl"
+DRY_RUN_ON = "results/math500-first100/divergence_0.5B_1.5B.jsonl"  # MATH-500's base traces, teacher-forced
+HELDOUT_IDS, HELDOUT_N = "results/heldout/math_heldout_ids.txt", 60
+TAKEOVER = ("top_prob", "rolling_entropy", "entropy", "boundary", "prefix", "repetition")
+BEST: str | None = None  # group 1's best takeover policy, set once group 1 is complete
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    group: int
+    policy: str
+    share: float | None  # the written share aimed at (None: base, oracle, speculative)
+    calibrated: bool = True  # False: fixed flags (random p=0.1, the committed row)
+    c: int = 20
+    k: int = 10
+    flags: str = ""
+    file: str | None = None  # a committed file re-used as it is
+
+    @property
+    def heldout(self) -> bool:
+        return self.group == 4
+
+    @property
+    def label(self) -> str:
+        if self.share is None:
+            return {"never": "base only", "always": "oracle only"}.get(self.policy, self.policy)
+        what = f"{self.policy} ({self.fixed.replace('_', '=') if self.fixed else 'calibrated'})"
+        return f"{what}, {pct(self.share)}" + ("" if (self.c, self.k) == (20, 10) else f", c={self.c} k={self.k}")
+
+    @property
+    def fixed(self) -> str:
+        """``--p 0.1`` -> ``p_0.1`` ('' when calibrated): the file name's and label's setting."""
+        return "_".join(x.lstrip("-") for x in self.flags.split())
+
+    @property
+    def calibration(self) -> str | None:
+        if not self.calibrated or self.share is None:
+            return None
+        return f"{CAL_DIR}/{self.policy}_c{self.c}_k{self.k}_share{self.share:g}_{BASE}.json"
+
+    @property
+    def path(self) -> str:
+        if self.file:
+            return self.file
+        where, data = (HELDOUT_DIR, "math-heldout") if self.heldout else (EVAL_DIR, "math500")
+        if self.share is None:
+            tail = {"never": "never_c0_k10", "always": "always_c103_k10", "speculative": "speculative_s10"}[self.policy]
+        elif self.calibrated:
+            tail = f"{self.policy}_share{self.share:g}_c{self.c}_k{self.k}_cal100"
+        else:
+            tail = f"{self.policy}_{self.fixed.replace('_', '')}_c{self.c}_k{self.k}"
+        return f"{where}/{data}_{BASE}_{ORACLE}_{tail}.jsonl"
+
+    def commands(self) -> list[str]:
+        out = []
+        cal = self.calibration
+        if cal:
+            oracle = f" --oracle_model {ORACLE}" if self.policy == "verify" else ""
+            out.append(f"guided calibrate --policy {self.policy} --target_share {self.share:g} --c {self.c} --k {self.k} --step_size 10 "
+                       f"--base_model {BASE}{oracle} --from_results {CAL_BASE} --dry_run_on {DRY_RUN_ON} "
+                       f"--output_file {cal}")
+        data = (f"--dataset math --ids {HELDOUT_IDS} --num_samples {HELDOUT_N}" if self.heldout
+                else "--dataset math500 --num_samples 100")
+        how = {"never": "--policy never --c 0", "always": "--policy always",
+               "speculative": "--policy speculative"}.get(self.policy) if self.share is None else \
+            f"--policy {self.policy} --c {self.c} --k {self.k} " + (f"--calibration {cal}" if cal else self.flags)
+        out.append(f"GUIDED_THREADS=1 guided eval --base_model {BASE} --oracle_model {ORACLE} {data} "
+                   f"--max_new_tokens 1024 --step_size 10 {how} --output_file {self.path}")
+        return out
+
+
+RANDOM10 = StudyRun(1, "random", 0.1, calibrated=False, flags="--p 0.1",
+                    file=f"{EVAL_DIR}/math500_{BASE}_{ORACLE}_random_p0.1_c20_k10.jsonl")
+
+
+def study_runs(best: str | None = BEST) -> list[StudyRun]:
+    """Every run of the study; those that need ``best`` only once it is known."""
+    runs = [RANDOM10, *(StudyRun(1, p, 0.1) for p in TAKEOVER), StudyRun(1, "verify", 0.1)]
+    for policy in ("random", best):
+        if policy is None:
+            continue
+        runs += [StudyRun(2, policy, s) for s in (0.05, 0.2)]
+        runs += [StudyRun(3, policy, 0.1, c=c, k=k) for c, k in ((100, 1), (2, 50))]
+    runs += [StudyRun(4, "never", None), StudyRun(4, "always", None), StudyRun(4, "random", 0.1, calibrated=False,
+                                                                               flags="--p 0.1")]
+    runs += [StudyRun(4, p, 0.1) for p in (best, "verify") if p] + [StudyRun(4, "speculative", None)]
+    return runs
+
+
+def load(root: Path = ROOT, best: str | None = BEST) -> dict[StudyRun, list[dict]]:
+    """Each study run's latest graded rows ([] where the file does not exist yet)."""
+    out = {}
+    for run in study_runs(best):
+        path = root / run.path
+        out[run] = [r for r in latest(read_rows(path)) if is_graded(r)] if path.exists() else []
+    return out
+
+
+def _table(header, rows) -> str:
+    line = lambda cells: "| " + " | ".join(cells) + " |"  # noqa: E731
+    return "\n".join([line(header), "|" + "|".join("---" for _ in header) + "|", *map(line, rows)]) + "\n"
+
+
+def _paired(a: list[dict], b: list[dict]) -> str:
+    """b - a on the problems both graded, with the paired bootstrap CI (10,000, seed 0)."""
+    if not a or not b:
+        return "-"
+    c = compare(a, b, n_boot=10_000, seed=0)
+    return f"{100 * c.diff:+.1f} [{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}] (n={c.shared})"
+
+
+def _accuracy_rows(runs: dict[StudyRun, list[dict]], chosen: list[StudyRun], against) -> list[tuple[str, ...]]:
+    rows = []
+    for run in chosen:
+        got = runs[run]
+        if not got:
+            rows.append((run.label, "0", "not run yet", *("-" * 5)))
+            continue
+        s, target = summarize(got), target_share(got) or run.share  # fixed flags: the share aimed at
+        within = "-" if target is None else "yes" if abs(s.oracle_share - target) <= 0.01 else "**no**"
+        ref = against(run)
+        rows.append((run.label, str(s.n), f"**{pct(s.accuracy)}**", f"{pct(s.ci_low)}-{pct(s.ci_high)}",
+                     "-" if target is None else pct(target), pct(s.oracle_share), within,
+                     "-" if ref is None or ref == run else _paired(runs[ref], got)))
+    return rows
+
+
+ACC_HEADER = ("run", "n", "accuracy", "95% CI (Wilson)", "target share", "realised share", "within 1 point",
+              "− random at that share and (c, k), points [95% CI]")
+
+
+def share10(runs: dict[StudyRun, list[dict]]) -> str:
+    """Group 1: every policy at 10% written share, against random p=0.1 on the same problems."""
+    chosen = [r for r in runs if r.group == 1]
+    return _table(ACC_HEADER, _accuracy_rows(runs, chosen, lambda run: RANDOM10))
+
+
+def _random_at(runs, run: StudyRun) -> StudyRun | None:
+    if run.share == 0.1 and (run.c, run.k) == (20, 10):
+        return RANDOM10
+    return next((r for r in runs if r.group == run.group and r.policy == "random" and r.share == run.share
+                 and (r.c, r.k) == (run.c, run.k)), None)
+
+
+def budget(runs: dict[StudyRun, list[dict]]) -> str:
+    """Group 2: random and BEST at 5%, 10% and 20% (the 10% rows are group 1's)."""
+    chosen = [r for r in runs if r.group == 2 or (r.group == 1 and r.policy in ("random", BEST))]
+    chosen.sort(key=lambda r: (r.policy != "random", r.share))
+    return _table(ACC_HEADER, _accuracy_rows(runs, chosen, lambda run: _random_at(runs, run)))
+
+
+def c_and_k(runs: dict[StudyRun, list[dict]]) -> str:
+    """Group 3 (the original's TODO 3): random and BEST at 10% with (c, k) = (100, 1), (20, 10), (2, 50)."""
+    chosen = [r for r in runs if r.group == 3 or (r.group == 1 and r.policy in ("random", BEST))]
+    chosen.sort(key=lambda r: (r.policy != "random", -r.c))
+    return _table(ACC_HEADER, _accuracy_rows(runs, chosen, lambda run: _random_at(runs, run)))
+
+
+def heldout(runs: dict[StudyRun, list[dict]]) -> str:
+    """Group 4: the held-out problems, each run against held-out random p=0.1."""
+    chosen = [r for r in runs if r.group == 4]
+    rand = next(r for r in chosen if r.policy == "random")
+    return _table(ACC_HEADER, _accuracy_rows(runs, chosen, lambda run: rand if run.share is not None else None))
+
+
+def point_cells(p) -> tuple[str, str, str, str]:
+    """A ``frontier.LinePoint`` as table cells: cost, accuracy - oracle [CI], accuracy - line [CI], verdict."""
+    cost = "?" if p.cost is None else p.cost if isinstance(p.cost, str) else f"{p.cost:.2f}"
+    vs = f"{100 * p.vs_oracle:+.1f} [{100 * p.vs_oracle_ci[0]:+.1f}, {100 * p.vs_oracle_ci[1]:+.1f}]"
+    gap = "-" if p.gap is None else f"{100 * p.gap:+.1f} [{100 * p.gap_ci[0]:+.1f}, {100 * p.gap_ci[1]:+.1f}]"
+    return cost, vs, gap, VERDICTS[verdict(p)]
+
+
+def frontier(runs: dict[StudyRun, list[dict]], deployments) -> str:
+    """Every study run with a base and an oracle on its problems, under each deployment's cost
+    model (``deployments``: (name, CostSettings) pairs): its cost, its distance to the straight
+    line with the paired CI, and the verdict of ``reporting/frontier.py``."""
+    # the straight line's ends: the committed MATH-500 base and oracle rows; held out, group 4's own
+    ends = {False: [read_rows(ROOT / EVAL_DIR / f"math500_{BASE}_{ORACLE}_{t}.jsonl")
+                    for t in ("never_c0_k10", "always_c103_k10")],
+            True: [next((runs[r] for r in runs if r.heldout and r.policy == p), []) for p in ("never", "always")]}
+    rows = []
+    for where, s in deployments:
+        for run, got in runs.items():
+            base, oracle = ends[run.heldout]
+            if not got or run.share is None and run.policy != "speculative":
+                continue
+            p = line_point(got, base, oracle, s) if base and oracle else None
+            if p is None:
+                continue
+            cost, _, gap, judged = point_cells(p)
+            rows.append((where, ("held out: " if run.heldout else "") + run.label, str(p.n), cost, gap, judged))
+    if not rows:
+        return "(no study run yet)\n"
+    return _table(("deployment", "run", "n", "cost (oracle alone = 1.00)", "accuracy − straight line, points [95% CI]",
+                   "worth running instead of the oracle alone?"), rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--missing", action="store_true", help="only the runs not complete yet")
+    args = ap.parse_args(argv)
+    runs, printed = load(), set()
+    for run, got in runs.items():
+        want = HELDOUT_N if run.heldout else 100
+        if args.missing and len(got) >= want:
+            continue
+        print(f"# group {run.group}: {run.label}: {len(got)} of {want} in {run.path}")
+        for cmd in run.commands():
+            print(cmd if cmd not in printed else f"# (made above) {cmd.split(' --output_file ')[-1]}")
+            printed.add(cmd)
+    if BEST is None:
+        print("# BEST is not set: groups 2-4 list only their random, base, oracle, verify and speculative runs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

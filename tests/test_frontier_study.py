@@ -1,0 +1,85 @@
+"""scripts/frontier_study.py (issue 19): the study's commands are ones the CLI accepts and write
+where the tables read, and a run file dropped in place shows up in its tables with the paired
+figures `guided compare` gives."""
+from __future__ import annotations
+
+import importlib.util
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def study():
+    spec = importlib.util.spec_from_file_location("frontier_study", ROOT / "scripts" / "frontier_study.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["frontier_study"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def parsed(command: str):
+    from guided_inference.cli import build_parser
+
+    words = shlex.split(command)
+    words = words[words.index("guided") + 1:]
+    return build_parser().parse_args(words)
+
+
+def test_every_command_parses_and_writes_where_the_tables_read(study):
+    runs = study.study_runs("top_prob")
+    assert {r.group for r in runs} == {1, 2, 3, 4}
+    for run in runs:
+        *cal, ev = run.commands()
+        args = parsed(ev)
+        assert args.output_file == run.path and args.policy == run.policy
+        assert args.max_new_tokens == 1024 and args.step_size == 10
+        if run.heldout:
+            assert args.ids == study.HELDOUT_IDS and args.num_samples == study.HELDOUT_N and args.dataset == "math"
+        else:
+            assert args.dataset == "math500" and args.num_samples == 100
+        if run.calibration:
+            c = parsed(cal[0])
+            assert args.calibration == c.output_file == run.calibration
+            assert (c.policy, c.target_share, c.c, c.k) == (run.policy, run.share, run.c, run.k)
+            assert c.from_results == study.CAL_BASE
+            assert c.step_size == 10 and c.dry_run_on == study.DRY_RUN_ON
+            assert ("--oracle_model" in cal[0]) == (run.policy == "verify")  # verify's oracle scores the base traces
+    paths = [r.path for r in runs]
+    assert len(paths) == len(set(paths))  # no two runs share a file
+
+
+def test_groups_two_to_four_wait_for_the_best_policy(study):
+    without = study.study_runs(None)
+    with_best = study.study_runs("top_prob")
+    added = [r for r in with_best if r not in without]
+    assert sorted((r.group, r.share, r.c, r.k) for r in added) == [
+        (2, 0.05, 20, 10), (2, 0.2, 20, 10), (3, 0.1, 2, 50), (3, 0.1, 100, 1), (4, 0.1, 20, 10)]
+    assert all(r.policy == "top_prob" for r in added)
+
+
+def test_a_run_file_in_place_fills_its_rows(study, tmp_path):
+    """The committed issue-9 entropy file (calibrated on 30 problems: 12.1% for a 10% target)
+    stands in the entropy row: the table flags the share miss and gives the paired difference
+    against random p=0.1 that docs/results.md's policies table gives (+2.0 [-5.0, +9.0])."""
+    entropy = next(r for r in study.study_runs() if r.policy == "entropy" and r.group == 1)
+    for src, dst in (("results/math500-first100/math500_0.5B_1.5B_entropy_share0.1_c20_k10.jsonl", entropy.path),
+                     (study.RANDOM10.path, study.RANDOM10.path)):
+        (tmp_path / dst).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / src, tmp_path / dst)
+    runs = study.load(tmp_path)
+    assert len(runs[entropy]) == 100
+    row = next(line for line in study.share10(runs).splitlines() if line.startswith("| entropy"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1:] == ["100", "**11.0%**", "6.3%-18.6%", "10.0%", "12.1%", "**no**", "+2.0 [-5.0, +9.0] (n=100)"]
+    top_prob = next(line for line in study.share10(runs).splitlines() if line.startswith("| top_prob"))
+    assert "not run yet" in top_prob
+    from guided_inference.reporting.costs import CostSettings
+
+    frontier = study.frontier(runs, [("compute", CostSettings("compute"))])
+    assert sum(line.startswith("| compute | entropy") for line in frontier.splitlines()) == 1
