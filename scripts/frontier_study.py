@@ -12,8 +12,10 @@ Four groups, greedy, 1,024 tokens, ``--step_size 10``:
 4. held out: base, oracle, random, BEST, verify and speculative on the first ``HELDOUT_N``
    problems of ``results/heldout/math_heldout_ids.txt`` (MATH test minus MATH-500, none used
    for calibration), with the calibration files of group 1.
-The calibrations replay one committed base-only run (``CAL_BASE``); ``--dry_run_on`` records
-the share each value spends on the evaluation set's own base-only traces.
+The calibrations replay one committed divergence file (``CAL_DIV``: base-only traces of the
+first 100 problems of MATH test minus MATH-500, teacher-forced through base and oracle, made by
+``CAL_COMMAND``); ``--dry_run_on`` records the share each value spends on the evaluation set's
+own base-only traces.
 
 ``BEST`` stays None until group 1 is complete; then it is set by hand to the policy the
 ``study-share10`` table ranks first, and the commands of groups 2-4 that need it appear.
@@ -34,7 +36,12 @@ from guided_inference.reporting.report import compare, is_graded, latest, pct, s
 
 BASE, ORACLE = "0.5B", "1.5B"
 EVAL_DIR, HELDOUT_DIR, CAL_DIR = "results/math500-first100", "results/heldout", "results/calibration/study"
-CAL_BASE = "results/calibration/base-only_0.5B_math_first100_max1024.jsonl"
+# The calibration traces: the base alone on the first 100 problems of MATH test minus MATH-500
+# (hash order), then teacher-forced once through base and oracle; every calibration replays
+# them (--from_divergence) instead of teacher-forcing again (~20 s per trace and model here).
+CAL_DIV = "results/calibration/divergence_0.5B_1.5B_math_first100.jsonl"
+CAL_COMMAND = (f"GUIDED_THREADS=1 guided divergence --base_model {BASE} --oracle_model {ORACLE} --dataset math "
+               f"--num_samples 100 --output_file {CAL_DIV} --findings none")
 DRY_RUN_ON = "results/math500-first100/divergence_0.5B_1.5B.jsonl"  # MATH-500's base traces, teacher-forced
 HELDOUT_IDS, HELDOUT_N = "results/heldout/math_heldout_ids.txt", 60
 TAKEOVER = ("top_prob", "rolling_entropy", "entropy", "boundary", "prefix", "repetition")
@@ -93,7 +100,7 @@ class StudyRun:
         if cal:
             oracle = f" --oracle_model {ORACLE}" if self.policy == "verify" else ""
             out.append(f"guided calibrate --policy {self.policy} --target_share {self.share:g} --c {self.c} --k {self.k} --step_size 10 "
-                       f"--base_model {BASE}{oracle} --from_results {CAL_BASE} --dry_run_on {DRY_RUN_ON} "
+                       f"--base_model {BASE}{oracle} --from_divergence {CAL_DIV} --dry_run_on {DRY_RUN_ON} "
                        f"--output_file {cal}")
         data = (f"--dataset math --ids {HELDOUT_IDS} --num_samples {HELDOUT_N}" if self.heldout
                 else "--dataset math500 --num_samples 100")
@@ -237,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--missing", action="store_true", help="only the runs not complete yet")
     args = ap.parse_args(argv)
     runs, printed = load(), set()
+    have = len(read_rows(ROOT / CAL_DIV)) if (ROOT / CAL_DIV).exists() else 0
+    if not (args.missing and have >= 100):
+        print(f"# calibration traces: {have} of 100 in {CAL_DIV} (and its .base.jsonl)\n{CAL_COMMAND}")
     for run, got in runs.items():
         want = HELDOUT_N if run.heldout else 100
         if args.missing and len(got) >= want:

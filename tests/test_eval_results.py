@@ -123,6 +123,16 @@ def test_first_difference(change, expected):
     assert first_difference(run_key(ROW1), run_key(KEY | change)) == expected
 
 
+def test_a_base_only_run_resumes_whatever_oracle_was_loaded_beside_it():
+    """The oracle writes nothing in a base-only run: its rows resume with another oracle (a
+    verify calibration loads the real oracle, the others load the base twice); a guided run
+    with another oracle is still refused."""
+    never = ROW1 | {"config": ROW1["config"] | {"policy": "never", "c": 0}}
+    assert first_difference(run_key(never), run_key(never | {"oracle_model_id": "other", "oracle_sha256": "9"})) is None
+    assert first_difference(run_key(ROW1), run_key(ROW1 | {"oracle_sha256": "9"})) == \
+        f"oracle_sha256: {ROW1['oracle_sha256']!r} in the file, '9' now"
+
+
 def test_a_config_field_a_file_predates_counts_as_its_default():
     """A line written before a GenerationConfig field existed resumes with that field at its
     default (verify_threshold None, ngram 64), and is refused with any other value."""

@@ -47,9 +47,12 @@ def test_every_command_parses_and_writes_where_the_tables_read(study):
             c = parsed(cal[0])
             assert args.calibration == c.output_file == run.calibration
             assert (c.policy, c.target_share, c.c, c.k) == (run.policy, run.share, run.c, run.k)
-            assert c.from_results == study.CAL_BASE
+            assert c.from_divergence == study.CAL_DIV and c.from_results is None
             assert c.step_size == 10 and c.dry_run_on == study.DRY_RUN_ON
             assert ("--oracle_model" in cal[0]) == (run.policy == "verify")  # verify's oracle scores the base traces
+    d = parsed(study.CAL_COMMAND)
+    assert (d.dataset, d.num_samples, d.output_file, d.base_model, d.oracle_model) == (
+        "math", 100, study.CAL_DIV, study.BASE, study.ORACLE)
     paths = [r.path for r in runs]
     assert len(paths) == len(set(paths))  # no two runs share a file
 

@@ -138,10 +138,14 @@ def write_rows(path: Path, rows: list[dict]) -> None:
 
 def run_key(row: dict) -> dict:
     """The fields that must agree. A config field a file predates counts as its default, so a
-    run resumes a file written before that field existed (and only with the default)."""
+    run resumes a file written before that field existed (and only with the default). A
+    base-only run (policy never) leaves the oracle out: the oracle takes no part in its rows,
+    so calibration and ``guided divergence`` runs with different oracles share one base file."""
     key = {k: row.get(k) for k in KEY_FIELDS}
     if isinstance(key["config"], dict):
         key["config"] = {**_config_defaults(), **key["config"]}
+        if key["config"].get("policy") == "never":
+            del key["oracle_model_id"], key["oracle_sha256"]
     return key
 
 
