@@ -46,10 +46,13 @@ def test_an_old_file_reports_with_unknowns_shown(old_files):
     # the consult table: checked / unchecked base tokens are not in these files
     consult = proc.stdout.split("consult cost")[1].split("cost model")[0]
     assert cells_of(consult, "verify")[-2:] == ["?", "?"]
-    # compute, derived from the timings: parameters x (prefill + decode tokens), by hand; a takeover
-    # run's counts are derived in full (derived_costs.py), its written tokens with the EOS sampled
+    # compute, derived from the timings: parameters x (prefill + decode tokens), by hand; the written
+    # tokens include the EOS the model that ended the answer sampled (a takeover run's counts are
+    # derived in full, derived_costs.py)
     def eos(key, r, m):
-        return key == "random" and r["finish_reason"] == "eos" and r["interleaved_outputs"][-1]["model_type"] == m
+        if r["finish_reason"] != "eos" or key == "verify":
+            return False
+        return m == {"never": "base", "always": "oracle"}.get(key, r["interleaved_outputs"][-1]["model_type"])
 
     def compute(key):
         return sum(QWEN[m] * (r["timings"][m]["prefill_tokens"] + r["timings"][m]["decode_tokens"] + eos(key, r, m))
@@ -74,13 +77,17 @@ def test_an_old_file_reports_with_unknowns_shown(old_files):
     assert cells_of(sections["gpu"], "never")[5] == f"{gpu('never', 'base') / gpu('always', 'oracle'):.2f}*"
     assert cells_of(sections["gpu"], "always")[5] == "1.00*"
     # api: verify cannot run on such an API; a takeover run's contexts are derived (the prompt counted with
-    # the base model's vocabulary); one model alone is one request (prompt in at 1x, answer out at 4x;
-    # prices proportional to parameters)
+    # the base model's vocabulary); one model alone is one request (the whole prompt in at 1x, the answer
+    # and its EOS out at 4x; prices proportional to parameters)
     assert cells_of(sections["api"], "verify")[5] == "n/a"
     assert re.fullmatch(r"\d+\.\d\d\*", cells_of(sections["api"], "random")[5])
+    from guided_inference.prompts import prompt_ids
+    from guided_inference.reporting.derived_costs import vocabulary
+
     def api(key):
-        return sum(QWEN[m] * (r["timings"][m]["prefill_tokens"] + 4 * r["timings"][m]["decode_tokens"])
-                   for r in rows[key] for m in QWEN)
+        m = "base" if key == "never" else "oracle"
+        return sum(QWEN[m] * (len(prompt_ids(vocabulary("qwen2.5-coder-0.5b"), r["prompt"]))
+                              + 4 * (len(r["token_ids"]) + eos(key, r, m))) for r in rows[key])
     assert cells_of(sections["api"], "never")[5] == f"{api('never') / api('always'):.2f}*"
     # tokens: the written share, the same as the report's oracle column
     share = sum(r["oracle_tokens"] for r in rows["verify"]) / sum(r["total_tokens_generated"] for r in rows["verify"])

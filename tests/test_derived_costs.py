@@ -194,3 +194,23 @@ def test_old_takeover_files_have_gpu_and_api_costs(qwen_vocab):
     verify = old_rows("verify_share0.1")
     assert run_cost(verify, CostSettings("api")).value == NA
     assert run_cost(verify, CostSettings("gpu")).value is None  # checks: not derived, unknown
+
+
+def test_one_model_alone_is_one_request_of_the_whole_prompt():
+    """Base-only and oracle-only rows (no cost record): the api request holds the whole prompt
+    (counted with the base's vocabulary), though the local cache kept the 24-token system turn
+    from the problem before (prefill_tokens is less), and the answer out includes the EOS the
+    model sampled, as a takeover row's counts do."""
+    resolve("qwen2.5-coder-0.5b")
+    for name, role, price in (("never_c0_k10", "base", 0.49), ("always_c103_k10", "oracle", 1.54)):
+        path = RESULTS / f"math500_0.5B_1.5B_{name}.jsonl"
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        for r in rows[:20]:
+            c = counts(r, role)
+            full = len(prompt_ids(vocabulary("qwen2.5-coder-0.5b"), r["prompt"]))
+            eos = r["finish_reason"] == "eos"
+            assert c.context_tokens == full >= c.read == r["timings"][role]["prefill_tokens"]
+            assert c.written == len(r["token_ids"]) + eos and c.decoded == r["timings"][role]["decode_tokens"]
+            assert row_cost(r, CostSettings("api")) == pytest.approx((price * full + 4 * price * c.written) / 1e6)
+        # the system turn was cached for most problems: the old figure read fewer prompt tokens
+        assert sum(counts(r, role).context_tokens - counts(r, role).read for r in rows) >= 24 * (len(rows) - 5)

@@ -28,8 +28,10 @@ has ``timings`` only, and its counts are derived, marked ``derived``:
   - a takeover run (no check, no rejected token, one shared token list): everything, from its
     segments and timings by the engine's schedule (``derived_costs.py``); context_tokens needs the
     prompt's length, counted with the base model's vocabulary when its GGUF file is cached;
-  - one model alone (never, always): tokens read = prefill_tokens, written = decode_tokens, and
-    (prompt up to n_batch) the forward calls: one prompt batch, then one call per generated token;
+  - one model alone (never, always): tokens read = prefill_tokens, written = decode_tokens plus the
+    EOS it sampled, the request's context = the prompt's length (counted as for a takeover row: an
+    API reads the whole prompt, the local cache may have kept its system turn), and (prompt up to
+    n_batch) the forward calls: one prompt batch, then one call per decoded token;
   - any other row (verify, speculative, a row off the schedule): tokens read and written only,
     so compute alone.
 What a row does not fix stays unknown (None), never 0.
@@ -40,7 +42,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..config import ConfigError
-from .derived_costs import derive_takeover, not_derived
+from .derived_costs import derive_takeover, not_derived, prompt_tokens
 
 COST_MODELS = ("tokens", "compute", "cpu", "gpu", "api")
 ROLES = ("base", "oracle")
@@ -105,14 +107,19 @@ def counts(row: dict, role: str) -> Counts:
         fields = derive_takeover(row)
         if fields is not None:
             return Counts(**fields[role], derived=True)
-    read, written = t.get("prefill_tokens"), t.get("decode_tokens")
-    batches = None
-    if policy_of(row) in SINGLE_MODEL and isinstance(read, int) and isinstance(written, int) and read <= PROMPT_BATCH:
-        # One model alone: the prompt in one batch (n_batch 512), then one call per generated
-        # token; no other forward call exists, so the shape is known from the two counts.
-        batches = tuple(b for b in ((read, 1, 1), (1, 1, written)) if b[0] and b[2])
-    return Counts(read=read, written=written, decoded=written if batches is not None else None,
-                  batches=batches, derived=True)
+    read, decoded = t.get("prefill_tokens"), t.get("decode_tokens")
+    if policy_of(row) not in SINGLE_MODEL or not isinstance(read, int) or not isinstance(decoded, int):
+        return Counts(read=read, written=decoded, derived=True)
+    writer = role == ("base" if policy_of(row) == "never" else "oracle")
+    # Written: the kept tokens plus the EOS the model sampled, as a takeover row's counts have it.
+    written = decoded + (writer and row.get("finish_reason") == "eos")
+    # One request holds the whole prompt; ``read`` is less where the cache kept the system turn.
+    context = (prompt_tokens(row) if writer else 0)
+    # The prompt in one batch (n_batch 512), then one call per decoded token; no other forward
+    # call exists, so the shape is known from the two counts.
+    batches = tuple(b for b in ((read, 1, 1), (1, 1, decoded)) if b[0] and b[2]) if read <= PROMPT_BATCH else None
+    return Counts(read=read, written=written, decoded=decoded if batches is not None else None,
+                  context_tokens=context, batches=batches, derived=True)
 
 
 SINGLE_MODEL = ("never", "always")  # runs in which only one model is called
@@ -248,9 +255,8 @@ def _role_cost(row: dict, role: str, c: Counts, s: CostSettings) -> float | None
         prices = s.prices(row, role)
         if prices is None:
             return None
-        if policy_of(row) in SINGLE_REQUEST:  # one request: the prompt in, the answer out
-            uncached = c.read_prompt if not c.derived else c.read
-            cached = 0
+        if policy_of(row) in SINGLE_REQUEST:  # one request: the whole prompt in, the answer out
+            uncached, cached = c.context_tokens, 0
         else:
             uncached = _sum(c.read_prompt, c.read_catchup)
             cached = None if uncached is None or c.context_tokens is None else c.context_tokens - uncached
@@ -296,7 +302,8 @@ def _why_unknown(rows: list[dict], s: CostSettings) -> str:
     if s.model in ("cpu", "gpu", "api") and why:
         return (f"no cost record, and not derived: {why} (derived: base-only, oracle-only and takeover runs "
                 "on the engine's schedule)")
-    if s.model == "api" and any(counts(r, role).context_tokens is None for r in old for role in ROLES):
+    if s.model == "api" and any(counts(r, role).context_tokens is None for r in rows
+                                if not isinstance(r.get("cost"), dict) for role in ROLES):
         return "no cost record, and no prompt length (the base model's vocabulary is not in the model cache)"
     if s.model in ("cpu", "gpu") and any(not isinstance(r.get("cost"), dict) for r in rows):
         return "no cost record (batch sizes derived only for a prompt of up to n_batch tokens)"
