@@ -260,7 +260,14 @@ def test_an_id_file_selects_exactly_those_problems_in_its_order(tmp_path):
     assert [p.unique_id for p in problems] == [MATH500[7].unique_id]  # ids first, then the window
     args = build_parser().parse_args(["eval", "--ids", str(ids)])
     assert [p.unique_id for p in load_selection(args)[1]] == wanted[:2]
-    assert _dataset_label(task, args) == "math500_ids"  # a default file name of its own
+    label = _dataset_label(task, args)  # a default file name of its own, named by the file and its ids
+    assert label.startswith("math500_ids-") and len(label) == len("math500_ids-") + 8
+    other = tmp_path / "other" / "ids.txt"  # the same file name, other ids: another default file
+    other.parent.mkdir()
+    other.write_text(wanted[1] + "\n")
+    assert _dataset_label(task, build_parser().parse_args(["eval", "--ids", str(other)])) != label
+    other.write_text("\n".join(wanted) + "\n")  # the same ids: the same file, comments aside
+    assert _dataset_label(task, build_parser().parse_args(["eval", "--ids", str(other)])) == label
     ids.write_text("test/no/such.json\n")
     with pytest.raises(ConfigError, match=r"ids: 'test/no/such.json' is not a problem of this dataset \(500 problems\)"):
         load_selection(args)

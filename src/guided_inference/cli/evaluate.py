@@ -121,9 +121,15 @@ def load_selection(args):
 
 
 def _dataset_label(task, args) -> str:
-    """The dataset part of a default output name; an id file's stem joins it (a held-out run
-    must not resume the file of a run over the dataset's first problems)."""
-    return f"{task.name}_{Path(args.ids).stem}" if args.ids else task.name
+    """The dataset part of a default output name; an id file's stem and the hash of its ids
+    join it (a held-out run must not resume the file of a run over the dataset's first problems,
+    nor two id files of the same name each other's)."""
+    if not args.ids:
+        return task.name
+    import hashlib
+
+    digest = hashlib.sha256("\n".join(read_ids(args.ids)).encode()).hexdigest()[:8]
+    return f"{task.name}_{Path(args.ids).stem}-{digest}"
 
 
 def _apply_defaults(args, file_defaults: dict) -> None:
