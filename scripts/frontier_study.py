@@ -239,6 +239,20 @@ def frontier(runs: dict[StudyRun, list[dict]], deployments) -> str:
                    "worth running instead of the oracle alone?"), rows)
 
 
+FIGURE = "docs/figures/frontier_study.png"
+RATES = "results/rates/rates_epyc_2threads.json"
+
+
+def figure_command(runs: dict[StudyRun, list[dict]]) -> str:
+    """``guided report --plot`` over base, oracle, speculative and every MATH-500 study run that has
+    rows: accuracy against normalized cost, one panel per cost model (the findings' figure)."""
+    ends = [f"{EVAL_DIR}/math500_{BASE}_{ORACLE}_{t}.jsonl" for t in ("never_c0_k10", "always_c103_k10",
+                                                                        "speculative_s10")]
+    files = ends + [r.path for r, got in runs.items() if got and not r.heldout]
+    return (f"guided report --cost compute,cpu,gpu,api --rates {RATES} --by none --plot {FIGURE} "
+            + " ".join(files))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--missing", action="store_true", help="only the runs not complete yet")
@@ -255,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         for cmd in run.commands():
             print(cmd if cmd not in printed else f"# (made above) {cmd.split(' --output_file ')[-1]}")
             printed.add(cmd)
+    print(f"# the figure, from the runs so far\n{figure_command(runs)}")
     if BEST is None:
         print("# BEST is not set: groups 2-4 list only their random, base, oracle, verify and speculative runs")
     return 0

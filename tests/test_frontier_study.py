@@ -80,6 +80,9 @@ def test_a_run_file_in_place_fills_its_rows(study, tmp_path):
     row = next(line for line in study.share10(runs).splitlines() if line.startswith("| entropy"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1:] == ["100", "**11.0%**", "6.3%-18.6%", "10.0%", "12.1%", "**no**", "+2.0 [-5.0, +9.0] (n=100)"]
+    figure = parsed(study.figure_command(runs))  # the findings' figure reads every MATH-500 run with rows
+    assert entropy.path in figure.files and study.RANDOM10.path in figure.files and figure.plot == study.FIGURE
+    assert not any(r.path in figure.files for r in runs if not runs[r])
     top_prob = next(line for line in study.share10(runs).splitlines() if line.startswith("| top_prob"))
     assert "not run yet" in top_prob
     from guided_inference.reporting.costs import CostSettings
