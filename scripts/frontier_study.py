@@ -99,9 +99,9 @@ class StudyRun:
         cal = self.calibration
         if cal:
             oracle = f" --oracle_model {ORACLE}" if self.policy == "verify" else ""
-            out.append(f"guided calibrate --policy {self.policy} --target_share {self.share:g} --c {self.c} --k {self.k} --step_size 10 "
-                       f"--base_model {BASE}{oracle} --from_divergence {CAL_DIV} --dry_run_on {DRY_RUN_ON} "
-                       f"--output_file {cal}")
+            out.append(f"guided calibrate --policy {self.policy} --target_share {self.share:g} --c {self.c} "
+                       f"--k {self.k} --step_size 10 --base_model {BASE}{oracle} --from_divergence {CAL_DIV} "
+                       f"--dry_run_on {DRY_RUN_ON} --output_file {cal}")
         data = (f"--dataset math --ids {HELDOUT_IDS} --num_samples {HELDOUT_N}" if self.heldout
                 else "--dataset math500 --num_samples 100")
         how = {"never": "--policy never --c 0", "always": "--policy always",
