@@ -97,9 +97,18 @@ def load(root: Path = ROOT) -> dict[str, list[dict]]:
     return runs
 
 
+def _deployment_settings() -> list:
+    return [(where, settings(m)) for m, where in DEPLOYMENTS if settings(m)]
+
+
 def study_frontier(runs) -> str:
     """Issue 19: every study run under each deployment's cost model, against the straight line."""
-    return frontier_study.frontier(runs[STUDY], [(where, settings(m)) for m, where in DEPLOYMENTS if settings(m)])
+    return frontier_study.frontier(runs[STUDY], _deployment_settings())
+
+
+def study_summary(runs) -> str:
+    """Issue 19: the same, in words: per deployment, the runs grouped by verdict."""
+    return frontier_study.summary(runs[STUDY], _deployment_settings())
 
 
 def policy_ids(runs: dict[str, list[dict]]) -> set[str]:
@@ -347,6 +356,7 @@ TABLES = {
     "study-ck": lambda runs: frontier_study.c_and_k(runs[STUDY]),
     "study-heldout": lambda runs: frontier_study.heldout(runs[STUDY]),
     "study-frontier": study_frontier,
+    "study-summary": study_summary,
 }
 
 

@@ -214,29 +214,66 @@ def point_cells(p) -> tuple[str, str, str, str]:
     return cost, vs, gap, VERDICTS[verdict(p)]
 
 
-def frontier(runs: dict[StudyRun, list[dict]], deployments) -> str:
-    """Every study run with a base and an oracle on its problems, under each deployment's cost
-    model (``deployments``: (name, CostSettings) pairs): its cost, its distance to the straight
-    line with the paired CI, and the verdict of ``reporting/frontier.py``."""
-    # the straight line's ends: the committed MATH-500 base and oracle rows; held out, group 4's own
+def _points(runs: dict[StudyRun, list[dict]], deployments) -> list[tuple[str, StudyRun, object]]:
+    """(deployment, run, ``frontier.LinePoint``) for every study run with rows and a base and an
+    oracle on its problems: the committed MATH-500 ones, or for held-out runs group 4's own."""
     ends = {False: [read_rows(ROOT / EVAL_DIR / f"math500_{BASE}_{ORACLE}_{t}.jsonl")
                     for t in ("never_c0_k10", "always_c103_k10")],
             True: [next((runs[r] for r in runs if r.heldout and r.policy == p), []) for p in ("never", "always")]}
-    rows = []
+    out = []
     for where, s in deployments:
         for run, got in runs.items():
             base, oracle = ends[run.heldout]
-            if not got or run.share is None and run.policy != "speculative":
+            if not got or (run.share is None and run.policy != "speculative") or not (base and oracle):
                 continue
-            p = line_point(got, base, oracle, s) if base and oracle else None
-            if p is None:
-                continue
-            cost, _, gap, judged = point_cells(p)
-            rows.append((where, ("held out: " if run.heldout else "") + run.label, str(p.n), cost, gap, judged))
+            p = line_point(got, base, oracle, s)
+            if p is not None:
+                out.append((where, run, p))
+    return out
+
+
+def _name(run: StudyRun) -> str:
+    return ("held out: " if run.heldout else "") + run.label
+
+
+def frontier(runs: dict[StudyRun, list[dict]], deployments) -> str:
+    """Every study run under each deployment's cost model (``deployments``: (name, CostSettings)
+    pairs): its cost, its distance to the straight line with the paired CI, and the verdict of
+    ``reporting/frontier.py``."""
+    rows = []
+    for where, run, p in _points(runs, deployments):
+        cost, _, gap, judged = point_cells(p)
+        rows.append((where, _name(run), str(p.n), cost, gap, judged))
     if not rows:
         return "(no study run yet)\n"
     return _table(("deployment", "run", "n", "cost (oracle alone = 1.00)", "accuracy − straight line, points [95% CI]",
                    "worth running instead of the oracle alone?"), rows)
+
+
+SUMMARY_GROUPS = (("lossless", "**worth it** (cheaper, no significant loss to the oracle)"),
+                  ("above", "**above the line** (cheaper, less accurate, a better trade than mixing answers)"),
+                  ("on", "on the line (no gain shown)"), ("below", "below the line"),
+                  ("dearer", "at least the oracle's cost"), ("na", "cannot run there"),
+                  ("few", "too few problems yet"), ("none", "no figure"))
+
+
+def summary(runs: dict[StudyRun, list[dict]], deployments) -> str:
+    """The frontier in words, per deployment: the runs grouped by verdict, each with its distance
+    to the straight line [95% CI] and its cost; generated, so it cannot drift from the files."""
+    points = _points(runs, deployments)
+    if not points:
+        return "(no study run yet)\n"
+    lines = []
+    for where, _ in deployments:
+        parts = []
+        for key, words in SUMMARY_GROUPS:
+            hits = [(run, p) for w, run, p in points if w == where and verdict(p) == key]
+            if hits:
+                parts.append(f"{words}: " + "; ".join(f"{_name(run)} ({point_cells(p)[2]} points at cost "
+                                                      f"{point_cells(p)[0]})" for run, p in hits))
+        if parts:
+            lines.append(f"- {where}: " + ". ".join(parts) + ".")
+    return "\n".join(lines) + "\n"
 
 
 FIGURE = "docs/figures/frontier_study.png"

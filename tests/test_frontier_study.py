@@ -89,3 +89,7 @@ def test_a_run_file_in_place_fills_its_rows(study, tmp_path):
 
     frontier = study.frontier(runs, [("compute", CostSettings("compute"))])
     assert sum(line.startswith("| compute | entropy") for line in frontier.splitlines()) == 1
+    # in words: under compute both runs cost more than the oracle alone (1.11 and 1.05 in docs/results.md)
+    words = study.summary(runs, [("compute", CostSettings("compute"))])
+    assert words.startswith("- compute: at least the oracle's cost: random (p=0.1), 10.0% (") and words.count("\n") == 1
+    assert "; entropy (calibrated), 10.0% (-33.0 [" in words and "at cost 1.05)" in words
