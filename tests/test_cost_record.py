@@ -157,3 +157,23 @@ def test_http_backends_report_unknown_counts_as_none():
         assert cost["kept"] == (trace.base_tokens if role == BASE else trace.oracle_tokens)
     assert trace.cost[BASE]["rejected"] == trace.rejected_tokens == 2
     assert trace.cost[BASE]["decoded"] == trace.cost[BASE]["written"]
+
+
+@pytest.mark.parametrize("name", ["never", "always"])
+def test_one_model_alone_is_one_api_request_of_the_prompt(name):
+    """On an API, one model alone is one request: the prompt in once, the answer out. The cost
+    record's context_tokens sums the engine's step requests (many here), so it is not the input.
+    The stand-in is no catalogued model: the prompt is the tokens it read (no cache before)."""
+    from guided_inference.reporting.costs import CostSettings, row_cost
+
+    oracle = CountingStandIn("oracle", salt=2, eos_at=(9 + 70,))
+    base = CountingStandIn("base", salt=1, like=oracle, noise=1.0)
+    trace = guided_generate(PROMPT, base, oracle, GenerationConfig(max_new_tokens=80, **CONFIGS[name]))
+    role = BASE if name == "never" else ORACLE
+    cost = trace.cost[role]
+    assert cost["requests"] > 1 and cost["context_tokens"] > cost["read_prompt"] == len(PROMPT) + 1
+    row = {"policy": name, "config": {"policy": name}, "cost": trace.cost,
+           "base_model_id": "stand-in-base", "oracle_model_id": "stand-in-oracle"}
+    price = {"base": 1e9, "oracle": 3e9}[role] / 1e9  # input price per million = parameters in billions
+    settings = CostSettings("api", params={"base": 1e9, "oracle": 3e9})
+    assert row_cost(row, settings) == pytest.approx((price * cost["read_prompt"] + 4 * price * cost["written"]) / 1e6)

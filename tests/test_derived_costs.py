@@ -209,8 +209,9 @@ def test_one_model_alone_is_one_request_of_the_whole_prompt():
             c = counts(r, role)
             full = len(prompt_ids(vocabulary("qwen2.5-coder-0.5b"), r["prompt"]))
             eos = r["finish_reason"] == "eos"
-            assert c.context_tokens == full >= c.read == r["timings"][role]["prefill_tokens"]
+            assert full >= c.read == r["timings"][role]["prefill_tokens"]
             assert c.written == len(r["token_ids"]) + eos and c.decoded == r["timings"][role]["decode_tokens"]
             assert row_cost(r, CostSettings("api")) == pytest.approx((price * full + 4 * price * c.written) / 1e6)
         # the system turn was cached for most problems: the old figure read fewer prompt tokens
-        assert sum(counts(r, role).context_tokens - counts(r, role).read for r in rows) >= 24 * (len(rows) - 5)
+        full = [len(prompt_ids(vocabulary("qwen2.5-coder-0.5b"), r["prompt"])) for r in rows]
+        assert sum(n - counts(r, role).read for n, r in zip(full, rows)) >= 24 * (len(rows) - 5)

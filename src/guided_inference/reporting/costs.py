@@ -29,9 +29,8 @@ has ``timings`` only, and its counts are derived, marked ``derived``:
     segments and timings by the engine's schedule (``derived_costs.py``); context_tokens needs the
     prompt's length, counted with the base model's vocabulary when its GGUF file is cached;
   - one model alone (never, always): tokens read = prefill_tokens, written = decode_tokens plus the
-    EOS it sampled, the request's context = the prompt's length (counted as for a takeover row: an
-    API reads the whole prompt, the local cache may have kept its system turn), and (prompt up to
-    n_batch) the forward calls: one prompt batch, then one call per decoded token;
+    EOS it sampled, and (prompt up to n_batch) the forward calls: one prompt batch, then one call
+    per decoded token. On an API it is one request of the whole prompt (``_single_prompt``);
   - any other row (verify, speculative, a row off the schedule): tokens read and written only,
     so compute alone.
 What a row does not fix stays unknown (None), never 0.
@@ -113,13 +112,11 @@ def counts(row: dict, role: str) -> Counts:
     writer = role == ("base" if policy_of(row) == "never" else "oracle")
     # Written: the kept tokens plus the EOS the model sampled, as a takeover row's counts have it.
     written = decoded + (writer and row.get("finish_reason") == "eos")
-    # One request holds the whole prompt; ``read`` is less where the cache kept the system turn.
-    context = (prompt_tokens(row) if writer else 0)
     # The prompt in one batch (n_batch 512), then one call per decoded token; no other forward
     # call exists, so the shape is known from the two counts.
     batches = tuple(b for b in ((read, 1, 1), (1, 1, decoded)) if b[0] and b[2]) if read <= PROMPT_BATCH else None
     return Counts(read=read, written=written, decoded=decoded if batches is not None else None,
-                  context_tokens=context, batches=batches, derived=True)
+                  batches=batches, derived=True)
 
 
 SINGLE_MODEL = ("never", "always")  # runs in which only one model is called
@@ -256,7 +253,7 @@ def _role_cost(row: dict, role: str, c: Counts, s: CostSettings) -> float | None
         if prices is None:
             return None
         if policy_of(row) in SINGLE_REQUEST:  # one request: the whole prompt in, the answer out
-            uncached, cached = c.context_tokens, 0
+            uncached, cached = _single_prompt(row, c), 0
         else:
             uncached = _sum(c.read_prompt, c.read_catchup)
             cached = None if uncached is None or c.context_tokens is None else c.context_tokens - uncached
@@ -264,6 +261,18 @@ def _role_cost(row: dict, role: str, c: Counts, s: CostSettings) -> float | None
             return None
         return (prices[0] * uncached + prices[1] * cached + prices[2] * c.written) / 1e6
     raise ConfigError(f"cost model {s.model!r} has no per-problem cost")
+
+
+def _single_prompt(row: dict, c: Counts) -> int | None:
+    """The input of one model alone on an API: one request holding the whole prompt (0 for the
+    model that took no part). Counted with the base's vocabulary when its file is cached: the
+    tokens read locally leave out what the cache kept from the problem before (the system turn),
+    and a cost record's ``context_tokens`` sums the engine's requests of one step each. Else the
+    prompt tokens read."""
+    if not (c.read or c.written):
+        return 0
+    n = prompt_tokens(row)
+    return n if n is not None else (c.read if c.derived else c.read_prompt)
 
 
 @dataclass(frozen=True)
@@ -302,8 +311,7 @@ def _why_unknown(rows: list[dict], s: CostSettings) -> str:
     if s.model in ("cpu", "gpu", "api") and why:
         return (f"no cost record, and not derived: {why} (derived: base-only, oracle-only and takeover runs "
                 "on the engine's schedule)")
-    if s.model == "api" and any(counts(r, role).context_tokens is None for r in rows
-                                if not isinstance(r.get("cost"), dict) for role in ROLES):
+    if s.model == "api" and any(counts(r, role).context_tokens is None for r in old for role in ROLES):
         return "no cost record, and no prompt length (the base model's vocabulary is not in the model cache)"
     if s.model in ("cpu", "gpu") and any(not isinstance(r.get("cost"), dict) for r in rows):
         return "no cost record (batch sizes derived only for a prompt of up to n_batch tokens)"
