@@ -28,7 +28,7 @@ from guided_inference.reporting.report import (Summary, breakdown, compare, cost
                                                 oracle_reads, pct, summarize)
 from guided_inference.reporting.cost_report import cost_lines  # noqa: E402
 from guided_inference.reporting.costs import NA, CostSettings  # noqa: E402
-from guided_inference.reporting.frontier import line_point  # noqa: E402
+from guided_inference.reporting.frontier import line_point, point_cells  # noqa: E402
 sys.path.insert(0, str(ROOT / "scripts"))
 import frontier_study  # noqa: E402  (issue 19's runs and tables)
 from guided_inference.evaluation.results import read_rows  # noqa: E402
@@ -233,7 +233,7 @@ def deployments(runs: dict[str, list[dict]]) -> str:
             p = line_point(runs[run.key], runs["base"], runs["oracle"], s)
             if p is None:  # nothing graded in all three yet
                 continue
-            cost, vs, gap, judged = frontier_study.point_cells(p)
+            cost, vs, gap, judged = point_cells(p)
             rows.append((where, run.label, str(p.n), cost, vs, gap, judged))
     return table(("deployment (cost model)", "run", "n", "cost (oracle alone = 1.00)", "accuracy − oracle, points [95% CI]",
                   "accuracy − straight line, points [95% CI]", "worth running instead of the oracle alone?"), rows)

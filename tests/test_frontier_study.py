@@ -33,7 +33,7 @@ def parsed(command: str):
 
 def test_every_command_parses_and_writes_where_the_tables_read(study):
     runs = study.study_runs("top_prob")
-    assert {r.group for r in runs} == {1, 2, 3, 4}
+    assert {r.group for r in runs} == {0, 1, 2, 3, 4}  # 0: the committed references
     for run in runs:
         *cal, ev = run.commands()
         args = parsed(ev)
@@ -44,7 +44,10 @@ def test_every_command_parses_and_writes_where_the_tables_read(study):
         else:
             assert args.dataset == "math500" and args.num_samples == 100
         if run.calibration:
+            from guided_inference.replay import check_calibratable
+
             c = parsed(cal[0])
+            check_calibratable(c.make_config(c))  # a calibration the CLI would accept (no model needed)
             assert args.calibration == c.output_file == run.calibration
             assert (c.policy, c.target_share, c.c, c.k) == (run.policy, run.share, run.c, run.k)
             assert c.from_divergence == study.CAL_DIV and c.from_results is None
@@ -72,7 +75,7 @@ def test_a_run_file_in_place_fills_its_rows(study, tmp_path):
     against random p=0.1 that docs/results.md's policies table gives (+2.0 [-5.0, +9.0])."""
     entropy = next(r for r in study.study_runs() if r.policy == "entropy" and r.group == 1)
     for src, dst in (("results/math500-first100/math500_0.5B_1.5B_entropy_share0.1_c20_k10.jsonl", entropy.path),
-                     (study.RANDOM10.path, study.RANDOM10.path)):
+                     *((r.path, r.path) for r in (study.RANDOM10, *study.REFERENCES))):
         (tmp_path / dst).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / src, tmp_path / dst)
     runs = study.load(tmp_path)
@@ -91,5 +94,27 @@ def test_a_run_file_in_place_fills_its_rows(study, tmp_path):
     assert sum(line.startswith("| compute | entropy") for line in frontier.splitlines()) == 1
     # in words: under compute both runs cost more than the oracle alone (1.11 and 1.05 in docs/results.md)
     words = study.summary(runs, [("compute", CostSettings("compute"))])
-    assert words.startswith("- compute: at least the oracle's cost: random (p=0.1), 10.0% (") and words.count("\n") == 1
+    assert words.startswith("- compute: At least the oracle's cost: random (p=0.1), 10.0% (") and words.count("\n") == 1
     assert "; entropy (calibrated), 10.0% (-33.0 [" in words and "at cost 1.05)" in words
+
+
+def test_a_budget_row_is_paired_with_random_at_its_own_share(study, tmp_path):
+    """Group 2: the best policy's 5% row against random's 5% row (not random p=0.1). Two committed
+    files stand in for them (entropy as the best at 5%, random p=0.1 as random at 5%), so the
+    paired figure is the one docs/results.md gives for entropy - random p=0.1."""
+    runs = study.study_runs("entropy")
+    best5 = next(r for r in runs if r.group == 2 and r.policy == "entropy" and r.share == 0.05)
+    random5 = next(r for r in runs if r.group == 2 and r.policy == "random" and r.share == 0.05)
+    for src, dst in (("results/math500-first100/math500_0.5B_1.5B_entropy_share0.1_c20_k10.jsonl", best5.path),
+                     (study.RANDOM10.path, random5.path)):
+        (tmp_path / dst).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / src, tmp_path / dst)
+    loaded = study.load(tmp_path, best="entropy")
+    lines = study.budget(loaded).splitlines()
+    assert [line.split("|")[1].strip() for line in lines[2:]] == [
+        "random (calibrated), 5.0%", "random (p=0.1), 10.0%", "random (calibrated), 20.0%",
+        "entropy (calibrated), 5.0%", "entropy (calibrated), 10.0%", "entropy (calibrated), 20.0%"]
+    row = next(line for line in lines if line.startswith("| entropy (calibrated), 5.0%"))
+    assert row.rstrip(" |").endswith("+2.0 [-5.0, +9.0] (n=100)")
+    # the target is the one the file's calibration recorded (10%), missed by 2.1 points: flagged
+    assert "| 10.0% | 12.1% | **no** |" in row

@@ -79,8 +79,9 @@ def run_base_only(args, pair, base_file: Path) -> list[dict]:
                           "(default: math, minus the MATH-500 problems)")
     problems = held_out_split(task)[args.offset:]
     problems = problems[: args.num_samples or CAL_NUM_SAMPLES]
-    config = GenerationConfig(policy="never", c=0, max_new_tokens=args.max_new_tokens or EVAL_MAX_NEW_TOKENS,
-                              seed=args.seed or 0)
+    # Seed 0 whatever --seed says: the base-only traces are greedy, so the seed changes nothing in
+    # them, and one base file serves calibrations made with any seed.
+    config = GenerationConfig(policy="never", c=0, max_new_tokens=args.max_new_tokens or EVAL_MAX_NEW_TOKENS, seed=0)
     run_eval(task, problems, pair, config, EvalSettings(base_file, progress=not args.no_progress), show=render_trace)
     return base_only_rows(str(base_file), pair.base)
 

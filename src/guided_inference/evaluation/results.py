@@ -140,7 +140,9 @@ def run_key(row: dict) -> dict:
     """The fields that must agree. A config field a file predates counts as its default, so a
     run resumes a file written before that field existed (and only with the default). A
     base-only run (policy never) leaves the oracle out: the oracle takes no part in its rows,
-    so calibration and ``guided divergence`` runs with different oracles share one base file."""
+    so calibration and ``guided divergence`` runs with different oracles share one base file.
+    (The oracle's context size still bounds the room of such a trace; both models hold prompt
+    plus max_new_tokens in every configuration here.)"""
     key = {k: row.get(k) for k in KEY_FIELDS}
     if isinstance(key["config"], dict):
         key["config"] = {**_config_defaults(), **key["config"]}

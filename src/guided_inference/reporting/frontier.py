@@ -139,3 +139,11 @@ def verdict(p: LinePoint) -> str:
     if p.gap_ci[1] < 0:
         return "below"
     return "on"
+
+
+def point_cells(p: LinePoint) -> tuple[str, str, str, str]:
+    """``p`` as table cells: cost, accuracy - oracle [95% CI], accuracy - line [95% CI], verdict."""
+    cost = "?" if p.cost is None else p.cost if isinstance(p.cost, str) else f"{p.cost:.2f}"
+    vs = f"{100 * p.vs_oracle:+.1f} [{100 * p.vs_oracle_ci[0]:+.1f}, {100 * p.vs_oracle_ci[1]:+.1f}]"
+    gap = "-" if p.gap is None else f"{100 * p.gap:+.1f} [{100 * p.gap_ci[0]:+.1f}, {100 * p.gap_ci[1]:+.1f}]"
+    return cost, vs, gap, VERDICTS[verdict(p)]
