@@ -3,6 +3,7 @@
 
     python scripts/frontier_study.py             # every run: its file, problems done, its commands
     python scripts/frontier_study.py --missing   # the commands of the runs not complete yet
+    python scripts/frontier_study.py --queue | bash   # run them: calibrations, then two runs at a time
 
 Four groups, greedy, 1,024 tokens, ``--step_size 10``:
 1. at 10% written oracle share (calibrated on the 100 default calibration problems): every
@@ -23,6 +24,7 @@ own base-only traces.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -289,12 +291,36 @@ def figure_command(runs: dict[StudyRun, list[dict]]) -> str:
             + " ".join(files))
 
 
+def queue(runs: dict[StudyRun, list[dict]], have: int) -> str:
+    """A bash script that finishes the study: the calibration traces if incomplete (then stop: the
+    calibrations read them), else every missing calibration one after another (seconds each),
+    then the incomplete runs two at a time (``GUIDED_THREADS=1`` each, each resumable)."""
+    if have < 100:
+        return f"set -e\n{CAL_COMMAND}\n"
+    cals, evals = [], []
+    for run, got in runs.items():
+        if run.group == 0 or len(got) >= (HELDOUT_N if run.heldout else 100):
+            continue
+        *cal, ev = run.commands()
+        cals += [c for c in cal if not (ROOT / run.calibration).exists() and c not in cals]
+        evals.append(ev)
+    lines = ["set -e", *cals]
+    if evals:
+        lines.append("printf '%s\\n' " + " ".join(shlex.quote(e) for e in evals) + " | xargs -P 2 -d '\\n' -I{} bash -c {}")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--missing", action="store_true", help="only the runs not complete yet")
+    ap.add_argument("--queue", action="store_true",
+                    help="print a bash script that runs what is missing (python scripts/frontier_study.py --queue | bash)")
     args = ap.parse_args(argv)
     runs, printed = load(), set()
     have = len(read_rows(ROOT / CAL_DIV)) if (ROOT / CAL_DIV).exists() else 0
+    if args.queue:
+        print(queue(runs, have), end="")
+        return 0
     if not (args.missing and have >= 100):
         print(f"# calibration traces: {have} of 100 in {CAL_DIV} (and its .base.jsonl)\n{CAL_COMMAND}")
     for run, got in runs.items():

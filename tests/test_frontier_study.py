@@ -4,6 +4,7 @@ figures `guided compare` gives."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import shlex
 import shutil
 import sys
@@ -118,3 +119,28 @@ def test_a_budget_row_is_paired_with_random_at_its_own_share(study, tmp_path):
     assert row.rstrip(" |").endswith("+2.0 [-5.0, +9.0] (n=100)")
     # the target is the one the file's calibration recorded (10%), missed by 2.1 points: flagged
     assert "| 10.0% | 12.1% | **no** |" in row
+
+
+def test_the_queue_runs_calibrations_first_then_every_missing_run_once(study, tmp_path):
+    """``--queue | bash``: with the calibration traces incomplete only their command; once they are
+    complete, each missing calibration (serially), then every incomplete run through xargs -P 2.
+    Executed here by bash with `guided` a shell function that logs its arguments."""
+    import subprocess
+
+    runs = {r: [] for r in study.study_runs()}  # nothing run yet
+    assert study.queue(runs, 30) == f"set -e\n{study.CAL_COMMAND}\n"
+    script = study.queue(runs, 100)
+    log = tmp_path / "log"
+    shim = f'guided() {{ echo "$GUIDED_THREADS $*" >> {log}; }}; export -f guided\n'
+    env = {k: v for k, v in os.environ.items() if k != "GUIDED_THREADS"}  # each run sets its own
+    proc = subprocess.run(["bash", "-c", shim + script], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    called = log.read_text().splitlines()
+    evals = [c for c in called if c.startswith("1 eval ")]
+    cals = [c for c in called if c.startswith(" calibrate ")]
+    expected = [r for r in runs if r.group != 0]  # none has rows here, random p=0.1 included
+    assert sorted(e.split(" --output_file ")[1] for e in evals) == sorted(r.path for r in expected)
+    made = {r.calibration for r in expected if r.calibration}
+    assert sorted(c.split(" --output_file ")[1] for c in cals) == sorted(
+        m for m in made if not (study.ROOT / m).exists())
+    assert called.index(cals[-1]) < min(called.index(e) for e in evals)  # every calibration before any run
