@@ -93,9 +93,11 @@ def test_a_run_file_in_place_fills_its_rows(study, tmp_path):
 
     frontier = study.frontier(runs, [("compute", CostSettings("compute"))])
     assert sum(line.startswith("| compute | entropy") for line in frontier.splitlines()) == 1
-    # in words: under compute both runs cost more than the oracle alone (1.11 and 1.05 in docs/results.md)
+    # in words: under compute all three cost more than the oracle alone (speculative 2.02, random 1.11
+    # and entropy 1.05 in docs/results.md)
     words = study.summary(runs, [("compute", CostSettings("compute"))])
-    assert words.startswith("- compute: At least the oracle's cost: random (p=0.1), 10.0% (") and words.count("\n") == 1
+    assert words.startswith("- compute: At least the oracle's cost: speculative (+0.0 [-8.0, +8.0] points at cost "
+                            "2.02); random (p=0.1), 10.0% (") and words.count("\n") == 1
     assert "; entropy (calibrated), 10.0% (-33.0 [" in words and "at cost 1.05)" in words
 
 
