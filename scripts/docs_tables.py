@@ -203,6 +203,10 @@ def speculative(runs: dict[str, list[dict]]) -> str:
     rows = [("speculative − oracle only", str(len(ids)), f"{100 * c.diff:+.1f} points",
              f"[{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}]", f"{c.a_wins} / {c.b_wins}",
              f"{same} of {len(ids)}", where)]
+    if runs["c-verify2"]:  # the lossy check against the lossless one
+        v = compare(runs["c-speculative"], runs["c-verify2"], n_boot=10_000, seed=0)
+        rows.append(("verify, fixed rules − speculative", str(v.shared), f"{100 * v.diff:+.1f} points",
+                     f"[{100 * v.ci_low:+.1f}, {100 * v.ci_high:+.1f}]", f"{v.a_wins} / {v.b_wins}", "-", "-"))
     return table(("comparison", "shared", "difference", "95% CI (paired bootstrap)", "right only in A / only in B",
                   "identical token ids", "paths that split"), rows)
 
