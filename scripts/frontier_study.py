@@ -18,8 +18,10 @@ first 100 problems of MATH test minus MATH-500, teacher-forced through base and 
 ``CAL_COMMAND``); ``--dry_run_on`` records the share each value spends on the evaluation set's
 own base-only traces.
 
-``BEST`` stays None until group 1 is complete; then it is set by hand to the policy the
-``study-share10`` table ranks first, and the commands of groups 2-4 that need it appear.
+``BEST`` stays None until group 1 is complete; then it is set by hand to what ``best_of_group1``
+names (the rule, fixed before the runs: the takeover policy with the most problems solved at 10%,
+among complete runs within 1 point of their target; ties go to the larger paired difference
+against random p=0.1), and the commands of groups 2-4 that need it appear.
 """
 from __future__ import annotations
 
@@ -191,6 +193,20 @@ def _random_at(runs, run: StudyRun) -> StudyRun | None:
                  and (r.c, r.k) == (run.c, run.k)), None)
 
 
+def best_of_group1(runs: dict[StudyRun, list[dict]]) -> str | None:
+    """The rule that picks ``BEST`` (module docstring); None until every group-1 takeover run has
+    all 100 problems."""
+    group = [r for r in runs if r.group == 1 and r.policy in TAKEOVER]
+    if not group or any(len(runs[r]) < 100 for r in group):
+        return None
+    ok = []
+    for r in group:
+        s, target = summarize(runs[r]), target_share(runs[r]) or r.share
+        if abs(round(1000 * (s.oracle_share - target))) <= 10:
+            ok.append((s.correct, compare(runs[RANDOM10], runs[r], n_boot=1000, seed=0).diff, r.policy))
+    return max(ok)[2] if ok else None
+
+
 def _best(runs: dict[StudyRun, list[dict]]) -> str | None:
     """The best takeover policy the runs were listed with (``study_runs(best)``): group 2's other policy."""
     return next((r.policy for r in runs if r.group == 2 and r.policy != "random"), None)
@@ -335,7 +351,9 @@ def main(argv: list[str] | None = None) -> int:
             printed.add(cmd)
     print(f"# the figure, from the runs so far\n{figure_command(runs)}")
     if BEST is None:
-        print("# BEST is not set: groups 2-4 list only their random, base, oracle, verify and speculative runs")
+        pick = best_of_group1(runs)
+        print("# BEST is not set: groups 2-4 list only their random, base, oracle, verify and speculative runs"
+              + (f"; group 1 is complete and the rule picks {pick!r}" if pick else "; group 1 is not complete"))
     return 0
 
 

@@ -146,3 +146,24 @@ def test_the_queue_runs_calibrations_first_then_every_missing_run_once(study, tm
     assert sorted(c.split(" --output_file ")[1] for c in cals) == sorted(
         m for m in made if not (study.ROOT / m).exists())
     assert called.index(cals[-1]) < min(called.index(e) for e in evals)  # every calibration before any run
+
+
+def test_the_best_policy_rule_skips_runs_that_missed_their_share(study, tmp_path):
+    """best_of_group1: None while a group-1 takeover run is incomplete; then the most problems
+    solved among runs within 1 point of their target. Committed files stand in: the verify file
+    (36% solved, but 13.3% written for 10%) as top_prob, entropy and boundary (12.1%, 12.8%) as
+    themselves and others, random p=0.1 (9.2%, within) as rolling_entropy only."""
+    R = "results/math500-first100/math500_0.5B_1.5B_"
+    source = {"top_prob": "verify_share0.1_c20_k10_v2", "rolling_entropy": "random_p0.1_c20_k10",
+              "entropy": "entropy_share0.1_c20_k10", "boundary": "boundary_share0.1_c20_k10",
+              "prefix": "entropy_share0.1_c20_k10", "repetition": "boundary_share0.1_c20_k10"}
+    runs = study.study_runs()
+    for r in (study.RANDOM10,):
+        (tmp_path / r.path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / r.path, tmp_path / r.path)
+    group = {r.policy: r for r in runs if r.group == 1 and r.policy in source}
+    for policy, name in list(source.items())[:-1]:
+        shutil.copy(ROOT / f"{R}{name}.jsonl", tmp_path / group[policy].path)
+    assert study.best_of_group1(study.load(tmp_path)) is None  # repetition not run yet
+    shutil.copy(ROOT / f"{R}{source['repetition']}.jsonl", tmp_path / group["repetition"].path)
+    assert study.best_of_group1(study.load(tmp_path)) == "rolling_entropy"
