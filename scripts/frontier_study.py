@@ -307,7 +307,7 @@ def figure_command(runs: dict[StudyRun, list[dict]]) -> str:
             + " ".join(files))
 
 
-def queue(runs: dict[StudyRun, list[dict]], have: int) -> str:
+def queue(runs: dict[StudyRun, list[dict]], have: int, root: Path = ROOT) -> str:
     """A bash script that finishes the study: the calibration traces if incomplete (then stop: the
     calibrations read them), else every missing calibration one after another (seconds each),
     then the incomplete runs two at a time (``GUIDED_THREADS=1`` each, each resumable)."""
@@ -318,7 +318,7 @@ def queue(runs: dict[StudyRun, list[dict]], have: int) -> str:
         if run.group == 0 or len(got) >= (HELDOUT_N if run.heldout else 100):
             continue
         *cal, ev = run.commands()
-        cals += [c for c in cal if not (ROOT / run.calibration).exists() and c not in cals]
+        cals += [c for c in cal if not (root / run.calibration).exists() and c not in cals]
         evals.append(ev)
     lines = ["set -e", *cals]
     if evals:

@@ -131,7 +131,7 @@ def test_the_queue_runs_calibrations_first_then_every_missing_run_once(study, tm
 
     runs = {r: [] for r in study.study_runs()}  # nothing run yet
     assert study.queue(runs, 30) == f"set -e\n{study.CAL_COMMAND}\n"
-    script = study.queue(runs, 100)
+    script = study.queue(runs, 100, root=tmp_path)  # no calibration made yet under tmp_path
     log = tmp_path / "log"
     shim = f'guided() {{ echo "$GUIDED_THREADS $*" >> {log}; }}; export -f guided\n'
     env = {k: v for k, v in os.environ.items() if k != "GUIDED_THREADS"}  # each run sets its own
@@ -143,8 +143,10 @@ def test_the_queue_runs_calibrations_first_then_every_missing_run_once(study, tm
     expected = [r for r in runs if r.group != 0]  # none has rows here, random p=0.1 included
     assert sorted(e.split(" --output_file ")[1] for e in evals) == sorted(r.path for r in expected)
     made = {r.calibration for r in expected if r.calibration}
-    assert sorted(c.split(" --output_file ")[1] for c in cals) == sorted(
-        m for m in made if not (study.ROOT / m).exists())
+    assert sorted(c.split(" --output_file ")[1] for c in cals) == sorted(made)
+    # a calibration already committed is not made again
+    committed = study.queue(runs, 100, root=study.ROOT)
+    assert all(f"--output_file {m}\n" not in committed for m in made if (study.ROOT / m).exists())
     assert called.index(cals[-1]) < min(called.index(e) for e in evals)  # every calibration before any run
 
 
