@@ -268,9 +268,7 @@ def share(x: float) -> str:
     return "0%" if x == 0 else "100%" if x == 1 else pct(x)
 
 
-def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
-    line = lambda cells: "| " + " | ".join(cells) + " |"  # noqa: E731
-    return "\n".join([line(header), "|" + "|".join("---" for _ in header) + "|", *map(line, rows)]) + "\n"
+table = frontier_study.table
 
 
 def ci(s: Summary) -> str:

@@ -146,7 +146,8 @@ def load(root: Path = ROOT, best: str | None = BEST) -> dict[StudyRun, list[dict
     return out
 
 
-def _table(header, rows) -> str:
+def table(header, rows) -> str:
+    """A Markdown table (docs_tables.py writes its own tables with it too)."""
     line = lambda cells: "| " + " | ".join(cells) + " |"  # noqa: E731
     return "\n".join([line(header), "|" + "|".join("---" for _ in header) + "|", *map(line, rows)]) + "\n"
 
@@ -167,13 +168,18 @@ def _accuracy_rows(runs: dict[StudyRun, list[dict]], chosen: list[StudyRun], aga
             rows.append((run.label, "0", "not run yet", *("-" * 5)))
             continue
         s, target = summarize(got), target_share(got) or run.share  # fixed flags: the share aimed at
-        # on the tenths of a point the table prints (9.0% for 10% is within)
-        within = "-" if target is None else "yes" if abs(round(1000 * (s.oracle_share - target))) <= 10 else "**no**"
+        within = "-" if target is None else "yes" if _within(s.oracle_share, target) else "**no**"
         ref = against(run)
         rows.append((run.label, str(s.n), f"**{pct(s.accuracy)}**", f"{pct(s.ci_low)}-{pct(s.ci_high)}",
                      "-" if target is None else pct(target), pct(s.oracle_share), within,
                      "-" if ref is None or ref == run else _paired(runs[ref], got)))
     return rows
+
+
+def _within(share: float, target: float) -> bool:
+    """Realised share within 1 point of the target, on the tenths of a point the tables print
+    (9.0% for 10% is within)."""
+    return abs(round(1000 * (share - target))) <= 10
 
 
 ACC_HEADER = ("run", "n", "accuracy", "95% CI (Wilson)", "target share", "realised share", "within 1 point",
@@ -183,7 +189,7 @@ ACC_HEADER = ("run", "n", "accuracy", "95% CI (Wilson)", "target share", "realis
 def share10(runs: dict[StudyRun, list[dict]]) -> str:
     """Group 1: every policy at 10% written share, against random p=0.1 on the same problems."""
     chosen = [r for r in runs if r.group == 1]
-    return _table(ACC_HEADER, _accuracy_rows(runs, chosen, lambda run: RANDOM10))
+    return table(ACC_HEADER, _accuracy_rows(runs, chosen, lambda run: RANDOM10))
 
 
 def _random_at(runs, run: StudyRun) -> StudyRun | None:
@@ -202,7 +208,7 @@ def best_of_group1(runs: dict[StudyRun, list[dict]]) -> str | None:
     ok = []
     for r in group:
         s, target = summarize(runs[r]), target_share(runs[r]) or r.share
-        if abs(round(1000 * (s.oracle_share - target))) <= 10:
+        if _within(s.oracle_share, target):
             ok.append((s.correct, compare(runs[RANDOM10], runs[r], n_boot=1000, seed=0).diff, r.policy))
     return max(ok)[2] if ok else None
 
@@ -216,21 +222,21 @@ def budget(runs: dict[StudyRun, list[dict]]) -> str:
     """Group 2: random and the best takeover policy at 5%, 10% and 20% (the 10% rows are group 1's)."""
     chosen = [r for r in runs if r.group == 2 or (r.group == 1 and r.policy in ("random", _best(runs)))]
     chosen.sort(key=lambda r: (r.policy != "random", r.share))
-    return _table(ACC_HEADER, _accuracy_rows(runs, chosen, lambda run: _random_at(runs, run)))
+    return table(ACC_HEADER, _accuracy_rows(runs, chosen, lambda run: _random_at(runs, run)))
 
 
 def c_and_k(runs: dict[StudyRun, list[dict]]) -> str:
     """Group 3 (the original's TODO 3): random and the best at 10% with (c, k) = (100, 1), (20, 10), (2, 50)."""
     chosen = [r for r in runs if r.group == 3 or (r.group == 1 and r.policy in ("random", _best(runs)))]
     chosen.sort(key=lambda r: (r.policy != "random", -r.c))
-    return _table(ACC_HEADER, _accuracy_rows(runs, chosen, lambda run: _random_at(runs, run)))
+    return table(ACC_HEADER, _accuracy_rows(runs, chosen, lambda run: _random_at(runs, run)))
 
 
 def heldout(runs: dict[StudyRun, list[dict]]) -> str:
     """Group 4: the held-out problems, each run against held-out random p=0.1."""
     chosen = [r for r in runs if r.group == 4]
     rand = next(r for r in chosen if r.policy == "random")
-    return _table(ACC_HEADER, _accuracy_rows(runs, chosen, lambda run: rand if run.share is not None else None))
+    return table(ACC_HEADER, _accuracy_rows(runs, chosen, lambda run: rand if run.share is not None else None))
 
 
 def _points(runs: dict[StudyRun, list[dict]], deployments) -> list[tuple[str, StudyRun, object]]:
@@ -264,7 +270,7 @@ def frontier(runs: dict[StudyRun, list[dict]], deployments) -> str:
         rows.append((where, _name(run), str(p.n), cost, gap, judged))
     if not rows:
         return "(no study run yet)\n"
-    return _table(("deployment", "run", "n", "cost (oracle alone = 1.00)", "accuracy − straight line, points [95% CI]",
+    return table(("deployment", "run", "n", "cost (oracle alone = 1.00)", "accuracy − straight line, points [95% CI]",
                    "worth running instead of the oracle alone?"), rows)
 
 
@@ -287,8 +293,9 @@ def summary(runs: dict[StudyRun, list[dict]], deployments) -> str:
         for key, words in SUMMARY_GROUPS:
             hits = [(run, p) for w, run, p in points if w == where and verdict(p) == key]
             if hits:
-                said = [_name(run) if key in ("na", "none") else
-                        f"{_name(run)} ({point_cells(p)[2]} points at cost {point_cells(p)[0]})" for run, p in hits]
+                cells = [(run, point_cells(p)) for run, p in hits]
+                said = [_name(run) if key in ("na", "none") else f"{_name(run)} ({c[2]} points at cost {c[0]})"
+                        for run, c in cells]
                 parts.append(f"{words[0].upper()}{words[1:]}: " + "; ".join(said))
         if parts:
             lines.append(f"- {where}: " + ". ".join(parts) + ".")
