@@ -358,6 +358,8 @@ TABLES = {
     "study-ck": lambda runs: frontier_study.c_and_k(runs[STUDY]),
     "study-heldout": lambda runs: frontier_study.heldout(runs[STUDY]),
     "study-frontier": study_frontier,
+    "study-calibration": lambda runs: frontier_study.calibrations(runs[STUDY]),
+    "study-drift": lambda runs: frontier_study.drift_table(),
     "study-summary": study_summary,
 }
 

@@ -189,3 +189,23 @@ def test_dry_run_replays_the_evaluation_sets_own_base_only_traces(base_only, tmp
         assert f"dry run on {dry} ({n} base-only traces" in r.stdout
     # Teacher forcing twice reads the same statistics up to batch noise far below the gaps the threshold sits in.
     assert record["dry_run"]["share"] == pytest.approx(record["expected_share"], abs=0.02)
+    # --transductive: the same MATH-500 file as the calibration set itself; refused without the
+    # flag (one line naming it), and the flag needs a file (calibrate never runs the evaluation set).
+    common = ("calibrate", "--policy", "top_prob", "--target_share", "0.2", "--c", "6", "--k", "4",
+              "--base_model", "smollm2-135m", "--from_results", str(evaluation))
+    refused = run_cli(*common, "--output_file", str(tmp_path / "refused.json"))
+    errors = [x for x in refused.stderr.splitlines() if x.startswith("error:")]
+    assert refused.returncode == 2 and len(errors) == 1 and "--transductive" in errors[0]
+    assert not (tmp_path / "refused.json").exists()
+    r = run_cli(*common, "--transductive", "--output_file", str(tmp_path / "trans.json"))
+    assert r.returncode == 0, r.stderr
+    trans = json.loads((tmp_path / "trans.json").read_text())
+    assert trans["transductive"] is True and record["transductive"] is False
+    assert set(trans["problem_ids"]) <= math500_ids() and len(trans["problem_ids"]) == 2
+    # On the evaluation set's own traces the replay spends what the dry run there saw (same value).
+    first = json.loads((tmp_path / "cal_2.json").read_text())
+    if trans["value"] == first["value"]:
+        assert trans["expected_share"] == pytest.approx(first["dry_run"]["share"], abs=0.02)
+    alone = run_cli("calibrate", "--policy", "top_prob", "--target_share", "0.2", "--base_model", "smollm2-135m",
+                    "--transductive", "--output_file", str(tmp_path / "none.json"))
+    assert alone.returncode == 2 and "--transductive needs --from_results or --from_divergence" in alone.stderr

@@ -245,7 +245,8 @@ def write_calibration(path: Path, record: dict) -> None:
 
 
 def calibration_record(config, target: float, value: float, share: float, curve, *, base, oracle,
-                       problem_ids: list[str], source: str, dry_run: dict | None = None) -> dict:
+                       problem_ids: list[str], source: str, dry_run: dict | None = None,
+                       transductive: bool = False) -> dict:
     name = POLICIES[config.policy].calibrate
     return {"policy": config.policy, "param": name, "value": value,
             "threshold": value if name == "threshold" else config.threshold, "target_share": target,
@@ -254,7 +255,7 @@ def calibration_record(config, target: float, value: float, share: float, curve,
             "ngram": config.ngram, "p": config.p, "max_new_tokens": config.max_new_tokens,
             "base_model_id": base.model_id, "base_sha256": base.sha256,
             "oracle_sha256": oracle.sha256 if oracle is not None else None, "n_problems": len(problem_ids),
-            "problem_ids": problem_ids, "source": source, "dry_run": dry_run, "version": __version__,
+            "problem_ids": problem_ids, "source": source, "transductive": transductive, "dry_run": dry_run, "version": __version__,
             "created_at": time.time(), "curve": curve[:: max(1, len(curve) // 50)]}
 
 

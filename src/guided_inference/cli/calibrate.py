@@ -4,6 +4,12 @@
     guided calibrate --policy entropy --target_share 0.10 --c 20 --k 10 --base_model 0.5B \\
         --dataset math --num_samples 100 --output_file cal.json
     guided calibrate --policy verify --target_share 0.10 --from_results base_only_math.jsonl --output_file cal.json
+    guided calibrate --policy top_prob --target_share 0.10 --transductive \\
+        --from_divergence results/math500-first100/divergence_0.5B_1.5B.jsonl --output_file cal.json
+
+``--transductive`` sets the budget on the evaluation set's own base-only traces (their text, no
+label): two sets of 100 MATH problems differ by about a point of share by sampling alone, so a
+study that compares policies at one realised share calibrates on the problems it evaluates.
 
 The library: ``evaluation/calibrate.py`` (base-only traces, outside the evaluation set)
 and ``replay.py`` (the replay that chooses the value, the calibration file). ``guided
@@ -36,6 +42,9 @@ def register(sub) -> None:
     flag(p, "base_file", default=None, help="where the base-only run goes (default <output_file>.base.jsonl)")
     add_prompt_flags(p)
     flag(p, "output_file", default=None, help="the calibration JSON to write")
+    flag(p, "transductive", action="store_true",
+         help="allow --from_results/--from_divergence to hold the evaluation set's own base-only traces "
+              "(MATH-500): the budget is set on the problems evaluated, reading no label")
     flag(p, "dry_run_on", default=None,
          help="base-only results or divergence file of the evaluation set: print the share the chosen value "
               "spends in a replay there")
@@ -56,11 +65,17 @@ def cmd_calibrate(args) -> int:
     check_calibratable(config)
     verify = config.consult_mode == "verify"
     out = Path(args.output_file)
+    transductive = bool(getattr(args, "transductive", False))
+    if transductive and not (args.from_divergence or args.from_results):
+        raise ConfigError("--transductive needs --from_results or --from_divergence (the evaluation set's "
+                          "base-only traces); calibrate never runs the base on the evaluation set")
     pair = load_pair(args.base_model, args.oracle_model if verify else args.base_model, n_ctx=args.n_ctx)
     if args.from_divergence:
-        rows, source = divergence_rows(args.from_divergence, pair, verify), f"divergence {args.from_divergence}"
+        rows = divergence_rows(args.from_divergence, pair, verify, evaluation=transductive)
+        source = f"divergence {args.from_divergence}"
     elif args.from_results:
-        rows, source = base_only_rows(args.from_results, pair.base), f"results {args.from_results}"
+        rows = base_only_rows(args.from_results, pair.base, evaluation=transductive)
+        source = f"results {args.from_results}"
     else:
         base_file = Path(args.base_file) if args.base_file else out.with_suffix(".base.jsonl")
         rows, source = run_base_only(args, pair, base_file), f"base-only run {base_file}"
@@ -71,10 +86,11 @@ def cmd_calibrate(args) -> int:
     dry = dry_run(args.dry_run_on, pair, chosen, verify)[0] if getattr(args, "dry_run_on", None) else None
     record = calibration_record(config, args.target_share, value, share, curve, base=pair.base,
                                 oracle=pair.oracle if verify else None, problem_ids=[r["unique_id"] for r in rows],
-                                source=source, dry_run=dry)
+                                source=source, dry_run=dry, transductive=transductive)
     write_calibration(out, record)
     print(f"{out}: policy {config.policy}, {name} {value:.6g}, expected oracle share {100 * share:.1f}% "
-          f"(target {100 * args.target_share:.1f}%) over {len(rows)} problems, c={config.c} k={config.k}")
+          f"(target {100 * args.target_share:.1f}%) over {len(rows)} problems, c={config.c} k={config.k}"
+          + (" (transductive: the evaluation set's own base-only traces, no label read)" if transductive else ""))
     if dry is not None:
         print(f"dry run on {dry['file']} ({dry['n_problems']} base-only traces of the evaluation set): "
               f"{name} {value:.6g} spends {100 * dry['share']:.1f}% there")

@@ -10,7 +10,8 @@ replayed through the policy itself to find the value of its calibrated field (a 
 Default split: the MATH test set minus MATH-500 (problems whose ``unique_id`` is in
 MATH-500 are dropped), in sha256(unique_id) order so that any prefix mixes subjects
 (``tasks.selection.held_out_split``), its first ``CAL_NUM_SAMPLES`` (100) problems; problems
-of MATH-500 itself are refused, as are results files that are not base-only. The base-only
+of MATH-500 itself are refused (unless ``--transductive``), as are results files that are not
+base-only. The base-only
 run is an ordinary resumable results file (``<output_file>.base.jsonl`` unless
 ``--base_file``), so an interrupted calibration resumes and a second policy reuses it.
 
@@ -40,7 +41,8 @@ def refuse_math500(rows: list[dict], path: str) -> list[dict]:
     overlap = sorted({r["unique_id"] for r in rows} & math500_ids())
     if overlap:
         raise GuidedError(f"{path!r} holds {len(overlap)} MATH-500 problem(s) (e.g. {overlap[0]}): calibrate on "
-                          "problems outside the evaluation set (default: MATH test minus MATH-500)")
+                          "problems outside the evaluation set (default: MATH test minus MATH-500), or "
+                          "pass --transductive to set the budget on the evaluation set's own base-only traces")
     return rows
 
 
