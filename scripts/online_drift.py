@@ -54,7 +54,17 @@ def run_config(row: dict):
     return GenerationConfig(**given)
 
 
-def drift(path: str, pair, traces: dict) -> dict:
+def base_traces() -> dict:
+    """MATH-500's base-only traces as the calibration replays them, by ``unique_id``."""
+    from guided_inference.evaluation.calibrate import divergence_rows, recorded_traces
+    from guided_inference.model_pair import load_pair
+
+    pair = load_pair("0.5B", "1.5B")  # the oracle's scores too: verify replays its checks
+    rows = divergence_rows(str(ROOT / EVAL_DIV), pair, True, evaluation=True)
+    return {r.unique_id: r for r in recorded_traces(rows, pair, True, divergence=True, what=EVAL_DIV)}
+
+
+def drift(path: str, traces: dict) -> dict:
     """One run's record: online share against the replay of its config on the same problems."""
     from guided_inference.evaluation.results import read_rows
     from guided_inference.policies import POLICIES
@@ -73,13 +83,8 @@ def drift(path: str, pair, traces: dict) -> dict:
 
 
 def main() -> int:
-    from guided_inference.evaluation.calibrate import divergence_rows, recorded_traces
-    from guided_inference.model_pair import load_pair
-
-    pair = load_pair("0.5B", "1.5B")  # the oracle's scores too: verify replays its checks
-    rows = divergence_rows(str(ROOT / EVAL_DIV), pair, True, evaluation=True)
-    traces = {r.unique_id: r for r in recorded_traces(rows, pair, True, divergence=True, what=EVAL_DIV)}
-    records = [drift(p, pair, traces) for p in runs()]
+    traces = base_traces()
+    records = [drift(p, traces) for p in runs()]
     (ROOT / DRIFT_FILE).write_text(json.dumps({"divergence_file": EVAL_DIV, "runs": records}, indent=1) + "\n")
     for r in records:
         print(f"{r['policy']:>10} n={r['n']:3d} online {100 * r['online_share']:.2f}% "

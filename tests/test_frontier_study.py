@@ -78,6 +78,22 @@ def test_the_replay_aims_below_the_target_only_where_a_run_drifted(study):
     assert runs[(4, "verify")].calibration == runs[(1, "verify")].calibration  # held out: group 1's file
 
 
+def test_the_committed_drift_is_what_online_drift_computes():
+    """online_drift.json's verify record (the one the study's verify target rests on) and one
+    more: recomputed here by replaying the committed run's own config over MATH-500's
+    committed base traces with the real Qwen tokenizer, they match the file."""
+    import json
+
+    spec = importlib.util.spec_from_file_location("online_drift", ROOT / "scripts" / "online_drift.py")
+    drift = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(drift)
+    committed = {r["file"]: r for r in json.loads((ROOT / drift.DRIFT_FILE).read_text())["runs"]}
+    traces = drift.base_traces()
+    for path in drift.RUNS[1:3]:  # random p=0.1 and verify v2
+        again = drift.drift(path, traces)
+        assert again == pytest.approx(committed[path]), path
+
+
 def test_groups_two_to_four_wait_for_the_best_policy(study):
     without = study.study_runs(None)
     with_best = study.study_runs("top_prob")
