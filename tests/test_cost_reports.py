@@ -128,6 +128,12 @@ def test_the_cost_figure_has_one_panel_per_model_and_every_run():
             assert [y / 100 for _, y in segment] == pytest.approx(list(wilson(2, 2)))
         speculative = next(c for c in axes[1].containers if c.get_label() == "speculative (lossless)")
         assert speculative.lines[0].get_marker() == "*"
+        # guided, verify and speculative have one accuracy: their labels are moved apart, not stacked
+        fig.canvas.draw()
+        for ax in axes:
+            boxes = [t.get_window_extent() for t in ax.texts if t.get_text() in ("guided", "verify", "speculative")]
+            assert len(boxes) == (1 if ax.get_title().startswith("api") else 3)
+            assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:]), ax.get_title()
     finally:
         plt.close(fig)
 

@@ -125,8 +125,9 @@ def cost_figure(panels: list[tuple[str, str, list[tuple[str, str, float | None, 
     for extra in axes.flat[len(panels):]:
         fig.delaxes(extra)
     short = _short_labels([label for _, _, points in panels for _, label, _, _ in points])
+    to_label = []
     for ax, (panel_title, xlabel, points) in zip(axes.flat, panels):
-        drawn, missing, labelled = [], [], set()
+        drawn, missing, labelled, names = [], [], set(), []
         for kind, label, x, s in points:
             label = short.get(label, label)
             if not isinstance(x, (int, float)):
@@ -139,27 +140,52 @@ def cost_figure(panels: list[tuple[str, str, list[tuple[str, str, float | None, 
             labelled.add(kind)
             drawn.append((kind, x, s))
             if kind in ("guided", "speculative"):
-                ax.annotate(label, (x, 100 * s.accuracy), textcoords="offset points", xytext=(5, 4),
-                            fontsize=7).set_in_layout(False)
+                names.append((label, x, 100 * s.accuracy))
         ends = {kind: (x, s) for kind, x, s in drawn if kind in ("base", "oracle")}
         if len(ends) == 2:
             (xb, sb), (xo, so) = ends["base"], ends["oracle"]
             ax.plot([xb, xo], [100 * sb.accuracy, 100 * so.accuracy], color="#888888", linestyle="--",
                     linewidth=0.9, label="base-oracle line")
         if missing:
-            ax.text(0.98, 0.02, "not drawn:\n" + "\n".join(missing), transform=ax.transAxes, fontsize=6,
-                    ha="right", va="bottom").set_in_layout(False)
+            ax.text(0.98, 0.98, "not drawn:\n" + "\n".join(missing), transform=ax.transAxes, fontsize=6,
+                    ha="right", va="top").set_in_layout(False)
         ax.set_title(panel_title, fontsize=8)
         ax.set_xlabel(xlabel, fontsize=8)
         ax.set_ylabel("accuracy (%), 95% Wilson CI", fontsize=8)
         ax.set_ylim(-3, 103)
         ax.set_xlim(0, 1.3 * max([1.0] + [x for _, x, _ in drawn]))
         ax.grid(alpha=0.3)
+        to_label.append((ax, names))
         if drawn:
             ax.legend(loc="upper left", fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
+    fig.tight_layout()  # final axes positions first: labels are placed in display points
+    for ax, names in to_label:
+        _place_labels(ax, fig, names)
     return plt, fig
+
+
+LABEL_PT = 7  # font size of point labels
+
+
+def _place_labels(ax, fig, names: list[tuple[str, float, float]]) -> None:
+    """Label each (text, x, y) point beside it, moving a label up or down in steps of one line
+    when it would overlap one already placed (guided runs at one share sit close together; a
+    leader line would cross the labels in between). Call once the axes are laid out: placement
+    is in display points."""
+    scale = 72.0 / fig.dpi
+    placed: list[tuple[float, float, float, float]] = []  # boxes in display points: x0, y0, x1, y1
+    for text, x, y in sorted(names, key=lambda n: (-n[2], n[1])):
+        px, py = (v * scale for v in ax.transData.transform((x, y)))
+        w, h = 0.55 * LABEL_PT * len(text), LABEL_PT + 2
+        for step in (0, 1, -1, 2, -2, 3, -3, 4, -4, 5, -5, 6, -6):
+            dy = 4 + step * h
+            box = (px + 5, py + dy, px + 5 + w, py + dy + h)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+                break
+        placed.append(box)
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(5, dy), fontsize=LABEL_PT).set_in_layout(False)
 
 
 def _short_labels(labels: list[str]) -> dict[str, str]:
