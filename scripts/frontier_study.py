@@ -15,13 +15,15 @@ Four groups, greedy, 1,024 tokens, ``--step_size 10``:
    for calibration), with the calibration files of group 1: the held-out share tests the transfer.
 
 Calibration (``guided calibrate --transductive``): each value is set on the evaluation set's own
-base-only traces (``EVAL_DIV``: the first 100 MATH-500 problems, teacher-forced through base and
-oracle; their text, no label). Set on 100 other MATH problems (``CAL_DIV``, the default split,
-made by ``CAL_COMMAND``), four of seven values spent 11.4-12.2% on MATH-500 for a 10% target: two
-sets of 100 problems differ by about a point by sampling alone (bootstrap SD 0.75 points each), so
-"within 1 point" would have been a coin toss. The replay cannot see the text a consult changes:
-where a committed run of the same policy showed that drift (``scripts/online_drift.py``: verify
-spends 1.137x its replayed share online), the replay aims at share / drift (``replay_target``).
+base-only traces (``EVAL_DIV``, made by ``EVAL_DIV_COMMAND``: the first 100 MATH-500 problems,
+teacher-forced through base and oracle; their text, no label). The first calibrations, on 100
+other MATH problems (``CAL_DIV``, the default split, made by ``CAL_COMMAND``), spent 11.4-12.2% on
+MATH-500 for four of the seven 10% values (``calibrations``); a miss of that size is consistent
+with the sampling spread of two 100-problem sets (``scripts/online_drift.py`` records each
+share's bootstrap SD) and with MATH-500's shorter base answers. The replay cannot see the text a
+consult changes: where a committed online run of the same policy spent more than half a point
+more or less than its replay (``DRIFT_SOURCE``, measured by ``scripts/online_drift.py``), the
+calibration passes that ratio as ``--drift`` and the replay aims at share / drift.
 
 ``BEST`` stays None until group 1 is complete; then it is set by hand to what ``best_of_group1``
 names (the rule, fixed before the runs: the takeover policy with the most problems solved at 10%,
@@ -52,8 +54,12 @@ CAL_DIV = "results/calibration/divergence_0.5B_1.5B_math_first100.jsonl"
 CAL_COMMAND = (f"GUIDED_THREADS=1 guided divergence --base_model {BASE} --oracle_model {ORACLE} --dataset math "
                f"--num_samples 100 --output_file {CAL_DIV} --findings none")
 EVAL_DIV = "results/math500-first100/divergence_0.5B_1.5B.jsonl"  # MATH-500's base traces, teacher-forced
+EVAL_DIV_COMMAND = (f"guided divergence --from_results {EVAL_DIR}/math500_{BASE}_{ORACLE}_never_c0_k10.jsonl "
+                    f"--output_file {EVAL_DIV}")  # as docs/findings.md ("Divergence labels") gives it
 DRIFT_FILE = "results/calibration/study/online_drift.json"  # scripts/online_drift.py
-DRIFT_CORRECTED = ("verify",)  # the policies whose committed run drifted by more than half a point
+# The committed run whose drift a policy's calibration corrects for: those of online_drift.RUNS
+# (100 problems) whose online share is more than half a point from their replay (the test checks it).
+DRIFT_SOURCE = {"verify": f"{EVAL_DIR}/math500_{BASE}_{ORACLE}_verify_share0.1_c20_k10_v2.jsonl"}
 HELDOUT_IDS, HELDOUT_N = "results/heldout/math_heldout_ids.txt", 60
 TAKEOVER = ("top_prob", "rolling_entropy", "entropy", "boundary", "prefix", "repetition")
 BEST: str | None = None  # group 1's best takeover policy, set once group 1 is complete
@@ -110,7 +116,9 @@ class StudyRun:
         cal = self.calibration
         if cal:
             oracle = f" --oracle_model {ORACLE}" if self.policy == "verify" else ""
-            out.append(f"guided calibrate --policy {self.policy} --target_share {replay_target(self):g} "
+            ratio = drift_ratio(self.policy)
+            drift = f" --drift {ratio:g}" if ratio != 1.0 else ""
+            out.append(f"guided calibrate --policy {self.policy} --target_share {self.share:g}{drift} "
                        f"--c {self.c} --k {self.k} --step_size 10 --base_model {BASE}{oracle} --transductive "
                        f"--from_divergence {EVAL_DIV} --output_file {cal}")
         data = (f"--dataset math --ids {HELDOUT_IDS} --num_samples {HELDOUT_N}" if self.heldout
@@ -124,19 +132,12 @@ class StudyRun:
 
 
 def drift_ratio(policy: str, root: Path = ROOT) -> float:
-    """Online over replayed share of ``policy``'s committed run (``DRIFT_FILE``); 1.0 for a policy
-    not in ``DRIFT_CORRECTED``."""
-    if policy not in DRIFT_CORRECTED:
+    """Online over replayed share of ``DRIFT_SOURCE[policy]`` in ``DRIFT_FILE``, to 3 decimals; 1.0
+    for a policy without one."""
+    if policy not in DRIFT_SOURCE:
         return 1.0
-    import json
-
-    records = json.loads((root / DRIFT_FILE).read_text())["runs"]
-    return next(r["ratio"] for r in records if r["policy"] == policy)
-
-
-def replay_target(run: StudyRun, root: Path = ROOT) -> float:
-    """The share the calibration's replay aims at so that ``run`` spends ``run.share`` online."""
-    return round(run.share / drift_ratio(run.policy, root), 3)
+    records = _drift_records(root)["runs"]
+    return round(next(r["ratio"] for r in records if r["file"] == DRIFT_SOURCE[policy]), 3)
 
 
 RANDOM10 = StudyRun(1, "random", 0.1, calibrated=False, flags="--p 0.1",
@@ -190,7 +191,7 @@ def _accuracy_rows(runs: dict[StudyRun, list[dict]], chosen: list[StudyRun], aga
         if not got:
             rows.append((run.label, "0", "not run yet", *("-" * 5)))
             continue
-        s, target = summarize(got), run.share  # online; the replay may aim elsewhere (replay_target)
+        s, target = summarize(got), run.share  # aimed at online (the replay may aim at share / drift)
         within = "-" if target is None else "yes" if _within(s.oracle_share, target) else "**no**"
         ref = against(run)
         rows.append((run.label, str(s.n), f"**{pct(s.accuracy)}**", f"{pct(s.ci_low)}-{pct(s.ci_high)}",
@@ -262,38 +263,54 @@ def heldout(runs: dict[StudyRun, list[dict]]) -> str:
     return table(ACC_HEADER, _accuracy_rows(runs, chosen, lambda run: rand if run.share is not None else None))
 
 
-def calibrations(runs: dict[StudyRun, list[dict]], root: Path = ROOT) -> str:
-    """Each calibrated MATH-500 run: the value set on the evaluation set's own base traces and what
-    the replay spends there, beside the same target set on the default split (100 other MATH
-    problems; its dry run on MATH-500), and the share the run realised online."""
+def default_split_calibration(run: StudyRun) -> str:
+    """The first calibration of ``run``, on the default split (``CAL_DIV``), kept for comparison."""
+    return f"{CAL_DIR}/{run.policy}_c{run.c}_k{run.k}_share{run.share:g}_{BASE}.json"
+
+
+def _drift_records(root: Path = ROOT) -> dict:
     import json
 
+    return json.loads((root / DRIFT_FILE).read_text())
+
+
+def calibrations(runs: dict[StudyRun, list[dict]], root: Path = ROOT) -> str:
+    """Each calibrated MATH-500 run: what its replay aimed at, the value set on the evaluation set's
+    own base traces and what the replay spends there, beside the value set on the default split
+    for the same target and its share on MATH-500 (bootstrap SD over problems, ``DRIFT_FILE``),
+    and the share the run realised online."""
+    import json
+
+    moved = {t["calibration"]: t for t in _drift_records(root).get("transfer", [])}
+    sd = lambda t, name: f"{pct(t[name + '_share'])} (SD {100 * t[name + '_sd']:.2f})"  # noqa: E731
     rows = []
     for run in runs:
         if not run.calibration or run.heldout:
             continue
         mine = json.loads((root / run.calibration).read_text()) if (root / run.calibration).exists() else None
-        other = root / f"{CAL_DIR}/{run.policy}_c{run.c}_k{run.k}_share{run.share:g}_{BASE}.json"
-        other = json.loads(other.read_text()) if other.exists() else None
+        other = default_split_calibration(run)
+        t = moved.get(other)
         got = runs[run]
-        rows.append((run.label, "-" if mine is None else f"{mine['value']:.4g}",
+        rows.append((run.label, "-" if mine is None else pct(mine.get("replay_target", mine["target_share"])),
+                     "-" if mine is None else f"{mine['value']:.4g}",
                      "-" if mine is None else pct(mine["expected_share"]),
-                     "-" if other is None else f"{other['value']:.4g}",
-                     "-" if other is None or not other.get("dry_run") else pct(other["dry_run"]["share"]),
+                     "-" if t is None else f"{t['value']:.4g}",
+                     "-" if t is None else sd(t, "default"), "-" if t is None else sd(t, "math500"),
                      f"{pct(summarize(got).oracle_share)} (n={len(got)})" if got else "not run yet"))
-    return table(("run", "value (set on MATH-500's base traces)", "replayed share there",
-                  "value set on 100 other MATH problems", "its replayed share on MATH-500", "realised online"), rows)
+    return table(("run", "replay aims at", "value set on MATH-500's base traces", "replayed share there",
+                  "value set on 100 other MATH problems", "its share there", "its share on MATH-500",
+                  "realised online"), rows)
 
 
 def drift_table(root: Path = ROOT) -> str:
     """``DRIFT_FILE`` (``scripts/online_drift.py``): each committed run's share online against a replay
-    of its own config on the same problems' base traces."""
-    import json
+    of its own config on the same problems' base traces, with the ratio's bootstrap CI."""
+    def ratio(r: dict) -> str:
+        return "-" if r["ratio"] is None else f"{r['ratio']:.3f} [{r['ratio_ci'][0]:.3f}, {r['ratio_ci'][1]:.3f}]"
 
-    records = json.loads((root / DRIFT_FILE).read_text())["runs"]
-    return table(("run (file)", "n", "written share online", "replayed share", "online / replayed"),
+    return table(("run (file)", "n", "written share online", "replayed share", "online / replayed [95% CI]"),
                  [(f"{r['policy']} (`{Path(r['file']).name}`)", str(r["n"]), pct(r["online_share"]),
-                   pct(r["replay_share"]), f"{r['ratio']:.3f}") for r in records])
+                   pct(r["replay_share"]), ratio(r)) for r in _drift_records(root)["runs"]])
 
 
 def _points(runs: dict[StudyRun, list[dict]], deployments) -> list[tuple[str, StudyRun, object]]:
@@ -372,11 +389,12 @@ def figure_command(runs: dict[StudyRun, list[dict]]) -> str:
 
 
 def queue(runs: dict[StudyRun, list[dict]], have: int, root: Path = ROOT) -> str:
-    """A bash script that finishes the study: the calibration traces if incomplete (then stop: the
-    calibrations read them), else every missing calibration one after another (seconds each),
-    then the incomplete runs two at a time (``GUIDED_THREADS=1`` each, each resumable)."""
+    """A bash script that finishes the study: the evaluation set's teacher-forced traces if
+    incomplete (``have`` of 100 in ``EVAL_DIV``; then stop: the calibrations read them), else every
+    missing calibration one after another (seconds each), then the incomplete runs two at a time
+    (``GUIDED_THREADS=1`` each, each resumable)."""
     if have < 100:
-        return f"set -e\n{CAL_COMMAND}\n"
+        return f"set -e\n{EVAL_DIV_COMMAND}\n"
     cals, evals = [], []
     for run, got in runs.items():
         if run.group == 0 or len(got) >= (HELDOUT_N if run.heldout else 100):
@@ -397,12 +415,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="print a bash script that runs what is missing (python scripts/frontier_study.py --queue | bash)")
     args = ap.parse_args(argv)
     runs, printed = load(), set()
-    have = len(read_rows(ROOT / CAL_DIV)) if (ROOT / CAL_DIV).exists() else 0
+    have = len(read_rows(ROOT / EVAL_DIV)) if (ROOT / EVAL_DIV).exists() else 0
     if args.queue:
         print(queue(runs, have), end="")
         return 0
     if not (args.missing and have >= 100):
-        print(f"# calibration traces: {have} of 100 in {CAL_DIV} (and its .base.jsonl)\n{CAL_COMMAND}")
+        print(f"# calibration traces: {have} of 100 in {EVAL_DIV}\n{EVAL_DIV_COMMAND}")
     for run, got in runs.items():
         if run.group == 0:  # the committed references (docs/results.md has their commands)
             continue

@@ -1,6 +1,7 @@
-"""How far a run's written oracle share moves online from its replay (issue 19's calibration).
+"""How far a run's written oracle share moves online from its replay, and how far a calibrated
+value's share moves from one set of problems to another (issue 19's calibration).
 
-    python scripts/online_drift.py          # replay the runs below, write DRIFT_FILE, print the table
+    python scripts/online_drift.py          # replay, write DRIFT_FILE, print both tables
 
 A calibration replays base-only traces: no consult changes the text there. Online, each consult
 does, and the answer that follows is not the base trace any more (shorter when a loop is
@@ -11,8 +12,15 @@ MATH-500 divergence file). Their ratio is the drift a replay target must allow f
 calibrates ``verify`` to 10% / its ratio (``frontier_study.replay_target``).
 
 The replay is ``replay.replay``, the one the calibration uses; only the problems the run graded
-are replayed (a partial run compares like with like). Writes ``DRIFT_FILE`` (JSON: one record per
-run with its file, n, online and replay shares, ratio); ``scripts/docs_tables.py`` renders it.
+are replayed (a partial run compares like with like). The ratio's 95% CI resamples problems
+(``N_BOOT``, seed 0), online and replayed tokens of a problem together.
+
+Transfer: each calibration of the study made on the default split (``frontier_study.CAL_DIV``,
+100 MATH problems outside MATH-500; files without ``_math500``), replayed on those traces and on
+MATH-500's, with each share's bootstrap SD over problems: the spread one 100-problem set has.
+
+Writes ``DRIFT_FILE`` (JSON: ``runs``, one record per run; ``transfer``, one per calibration);
+``scripts/docs_tables.py`` renders them through ``frontier_study``.
 """
 from __future__ import annotations
 
@@ -20,11 +28,14 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 EVAL_DIV = "results/math500-first100/divergence_0.5B_1.5B.jsonl"  # MATH-500's base traces, teacher-forced
 DRIFT_FILE = "results/calibration/study/online_drift.json"
+N_BOOT = 2000
 # Committed online runs of the first 100 MATH-500 problems whose code path is today's: the
 # calibrated entropy run of issue 9 (same policy, the 30-problem calibration), random p=0.1,
 # verify with the fixed rules (issue 18's "v2"), and top_prob calibrated on the default split
@@ -54,41 +65,100 @@ def run_config(row: dict):
     return GenerationConfig(**given)
 
 
-def base_traces() -> dict:
-    """MATH-500's base-only traces as the calibration replays them, by ``unique_id``."""
+def traces(path: str, evaluation: bool) -> dict:
+    """A divergence file's base-only traces as the calibration replays them, by ``unique_id``."""
     from guided_inference.evaluation.calibrate import divergence_rows, recorded_traces
     from guided_inference.model_pair import load_pair
 
     pair = load_pair("0.5B", "1.5B")  # the oracle's scores too: verify replays its checks
-    rows = divergence_rows(str(ROOT / EVAL_DIV), pair, True, evaluation=True)
-    return {r.unique_id: r for r in recorded_traces(rows, pair, True, divergence=True, what=EVAL_DIV)}
+    rows = divergence_rows(str(ROOT / path), pair, True, evaluation=evaluation)
+    return {r.unique_id: r for r in recorded_traces(rows, pair, True, divergence=True, what=path)}
+
+
+def base_traces() -> dict:
+    """MATH-500's (``EVAL_DIV``)."""
+    return traces(EVAL_DIV, True)
+
+
+def _boot(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """sum(num) / sum(den) over ``N_BOOT`` resamples of the problems (seed 0)."""
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, len(num), size=(N_BOOT, len(num)))
+    return num[idx].sum(axis=1) / den[idx].sum(axis=1)
+
+
+def _replayed(config, recs) -> tuple[np.ndarray, np.ndarray]:
+    """Per problem: oracle tokens and all tokens of a replay of ``config``."""
+    from guided_inference.policies import POLICIES
+    from guided_inference.replay import replay
+
+    policy = POLICIES[config.policy].build(config)
+    done = [replay(policy, config, rec) for rec in recs]
+    return np.array([r.oracle_tokens for r in done], float), np.array([r.n for r in done], float)
 
 
 def drift(path: str, traces: dict) -> dict:
     """One run's record: online share against the replay of its config on the same problems."""
     from guided_inference.evaluation.results import read_rows
-    from guided_inference.policies import POLICIES
-    from guided_inference.replay import replay
     from guided_inference.reporting.report import is_graded, latest
 
     rows = [r for r in latest(read_rows(ROOT / path)) if is_graded(r)]
     config = run_config(rows[0])
-    policy = POLICIES[config.policy].build(config)
-    online = sum(r["oracle_tokens"] for r in rows), sum(r["total_tokens_generated"] for r in rows)
-    replays = [replay(policy, config, traces[r["unique_id"]]) for r in rows]
-    again = sum(x.oracle_tokens for x in replays), sum(x.n for x in replays)
-    on, re = online[0] / online[1], again[0] / again[1]
-    return {"file": path, "policy": config.policy, "n": len(rows), "online_share": on, "replay_share": re,
-            "ratio": on / re if re else None}
+    on_o = np.array([r["oracle_tokens"] for r in rows], float)
+    on_n = np.array([r["total_tokens_generated"] for r in rows], float)
+    re_o, re_n = _replayed(config, [traces[r["unique_id"]] for r in rows])
+    on, re = on_o.sum() / on_n.sum(), re_o.sum() / re_n.sum()
+    record = {"file": path, "policy": config.policy, "n": len(rows), "online_share": float(on),
+              "replay_share": float(re), "ratio": float(on / re) if re else None, "ratio_ci": None}
+    if re:
+        rng = np.random.default_rng(0)
+        idx = rng.integers(0, len(rows), size=(N_BOOT, len(rows)))
+        ratios = (on_o[idx].sum(1) / on_n[idx].sum(1)) / (re_o[idx].sum(1) / re_n[idx].sum(1))
+        record["ratio_ci"] = [float(x) for x in np.percentile(ratios, [2.5, 97.5])]
+    return record
+
+
+def transfer(default: dict, evaluation: dict) -> list[dict]:
+    """Each default-split calibration of the study: its share and bootstrap SD on both sets."""
+    from guided_inference.config import GenerationConfig
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import frontier_study
+
+    out = []
+    for run in frontier_study.study_runs():
+        if not run.calibration or run.heldout:
+            continue
+        path = frontier_study.default_split_calibration(run)
+        if not (ROOT / path).exists():
+            continue
+        cal = json.loads((ROOT / path).read_text())
+        config = GenerationConfig(policy=run.policy, c=cal["c"], k=cal["k"], step_size=cal["step_size"],
+                                  max_new_tokens=cal["max_new_tokens"], **{cal["param"]: cal["value"]})
+        record = {"calibration": path, "policy": run.policy, "value": cal["value"]}
+        for name, recs in (("default", default), ("math500", evaluation)):
+            o, n = _replayed(config, list(recs.values()))
+            record[f"{name}_share"], record[f"{name}_sd"] = float(o.sum() / n.sum()), float(np.std(_boot(o, n)))
+        out.append(record)
+    return out
 
 
 def main() -> int:
-    traces = base_traces()
-    records = [drift(p, traces) for p in runs()]
-    (ROOT / DRIFT_FILE).write_text(json.dumps({"divergence_file": EVAL_DIV, "runs": records}, indent=1) + "\n")
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import frontier_study
+
+    evaluation = base_traces()
+    records = [drift(p, evaluation) for p in runs()]
+    moved = transfer(traces(frontier_study.CAL_DIV, False), evaluation)
+    (ROOT / DRIFT_FILE).write_text(json.dumps({"divergence_file": EVAL_DIV, "n_boot": N_BOOT, "runs": records,
+                                               "transfer": moved}, indent=1) + "\n")
     for r in records:
-        print(f"{r['policy']:>10} n={r['n']:3d} online {100 * r['online_share']:.2f}% "
-              f"replay {100 * r['replay_share']:.2f}% ratio {r['ratio']:.3f}  {r['file']}")
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.3f} [{r['ratio_ci'][0]:.3f}, {r['ratio_ci'][1]:.3f}]"
+        print(f"{r['policy']:>15} n={r['n']:3d} online {100 * r['online_share']:.2f}% "
+              f"replay {100 * r['replay_share']:.2f}% ratio {ratio}  {r['file']}")
+    for t in moved:
+        print(f"{t['calibration']}: default split {100 * t['default_share']:.2f}% (SD {100 * t['default_sd']:.2f}), "
+              f"MATH-500 {100 * t['math500_share']:.2f}% (SD {100 * t['math500_sd']:.2f})")
     return 0
 
 

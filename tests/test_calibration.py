@@ -197,15 +197,19 @@ def test_dry_run_replays_the_evaluation_sets_own_base_only_traces(base_only, tmp
     errors = [x for x in refused.stderr.splitlines() if x.startswith("error:")]
     assert refused.returncode == 2 and len(errors) == 1 and "--transductive" in errors[0]
     assert not (tmp_path / "refused.json").exists()
-    r = run_cli(*common, "--transductive", "--output_file", str(tmp_path / "trans.json"))
+    r = run_cli(*common, "--transductive", "--drift", "2", "--dry_run_on", str(evaluation),
+                "--output_file", str(tmp_path / "trans.json"))
     assert r.returncode == 0, r.stderr
     trans = json.loads((tmp_path / "trans.json").read_text())
     assert trans["transductive"] is True and record["transductive"] is False
     assert set(trans["problem_ids"]) <= math500_ids() and len(trans["problem_ids"]) == 2
-    # On the evaluation set's own traces the replay spends what the dry run there saw (same value).
-    first = json.loads((tmp_path / "cal_2.json").read_text())
-    if trans["value"] == first["value"]:
-        assert trans["expected_share"] == pytest.approx(first["dry_run"]["share"], abs=0.02)
+    # --drift 2: the file keeps the online target and the replay aims at half of it
+    assert (trans["target_share"], trans["drift"], trans["replay_target"]) == (0.2, 2.0, 0.1)
+    assert "replay target 10.0% for 20.0% online at drift 2" in r.stdout
+    # On the evaluation set's own traces the dry run there spends what the calibration expected.
+    assert trans["dry_run"]["share"] == pytest.approx(trans["expected_share"], abs=0.02)
+    bad = run_cli(*common, "--transductive", "--drift", "0.1", "--output_file", str(tmp_path / "bad.json"))
+    assert bad.returncode == 2 and "got --drift 0.1" in bad.stderr and not (tmp_path / "bad.json").exists()
     alone = run_cli("calibrate", "--policy", "top_prob", "--target_share", "0.2", "--base_model", "smollm2-135m",
                     "--transductive", "--output_file", str(tmp_path / "none.json"))
     assert alone.returncode == 2 and "--transductive needs --from_results or --from_divergence" in alone.stderr

@@ -50,7 +50,7 @@ def test_every_command_parses_and_writes_where_the_tables_read(study):
             c = parsed(cal[0])
             check_calibratable(c.make_config(c))  # a calibration the CLI would accept (no model needed)
             assert args.calibration == c.output_file == run.calibration
-            assert (c.policy, c.target_share, c.c, c.k) == (run.policy, study.replay_target(run), run.c, run.k)
+            assert (c.policy, c.target_share, c.c, c.k) == (run.policy, run.share, run.c, run.k)
             # transductive: the evaluation set's own base traces (MATH-500 for held-out runs too:
             # group 4 re-uses group 1's files, so no held-out problem is calibrated on)
             assert c.transductive and c.from_divergence == study.EVAL_DIV and c.from_results is None
@@ -59,39 +59,62 @@ def test_every_command_parses_and_writes_where_the_tables_read(study):
     d = parsed(study.CAL_COMMAND)
     assert (d.dataset, d.num_samples, d.output_file, d.base_model, d.oracle_model) == (
         "math", 100, study.CAL_DIV, study.BASE, study.ORACLE)
+    e = parsed(study.EVAL_DIV_COMMAND)
+    assert e.output_file == study.EVAL_DIV and e.from_results == study.REFERENCES[0].path  # base only
     paths = [r.path for r in runs]
     assert len(paths) == len(set(paths))  # no two runs share a file
 
 
 def test_the_replay_aims_below_the_target_only_where_a_run_drifted(study):
     """verify's committed run spent 13.3% online where its replay spent 11.7% (online_drift.json):
-    its replay aims at 10% / 1.137 = 8.8%; a policy without such evidence aims at its target."""
-    import json
-
-    drift = json.loads((ROOT / study.DRIFT_FILE).read_text())["runs"]
-    verify = next(r for r in drift if r["policy"] == "verify")
+    its calibration passes --drift 1.137; every other committed 100-problem run stayed within half
+    a point of its replay, and their policies aim at the target."""
+    drift = study._drift_records()["runs"]
+    drifted = {r["file"] for r in drift if r["n"] == 100 and abs(r["online_share"] - r["replay_share"]) > 0.005}
+    assert drifted == set(study.DRIFT_SOURCE.values())
+    verify = next(r for r in drift if r["file"] == study.DRIFT_SOURCE["verify"])
     assert verify["ratio"] == pytest.approx(verify["online_share"] / verify["replay_share"])
-    assert verify["n"] == 100 and 1.1 < verify["ratio"] < 1.2
+    assert verify["ratio_ci"][0] <= verify["ratio"] <= verify["ratio_ci"][1]
     runs = {(r.group, r.policy): r for r in study.study_runs("top_prob") if r.calibration}
-    assert study.replay_target(runs[(1, "verify")]) == round(0.1 / verify["ratio"], 3) == 0.088
-    assert study.replay_target(runs[(1, "top_prob")]) == 0.1
+    assert "--drift 1.137 " in runs[(1, "verify")].commands()[0]
+    assert "--drift" not in runs[(1, "top_prob")].commands()[0]
     assert runs[(4, "verify")].calibration == runs[(1, "verify")].calibration  # held out: group 1's file
 
 
-def test_the_committed_drift_is_what_online_drift_computes():
-    """online_drift.json's verify record (the one the study's verify target rests on) and one
-    more: recomputed here by replaying the committed run's own config over MATH-500's
-    committed base traces with the real Qwen tokenizer, they match the file."""
+def test_the_committed_calibrations_are_what_their_commands_make(study):
+    """Every calibration file of the study (queue() skips a file that exists) records the target,
+    drift and source its command names now: a changed drift would otherwise leave a stale file."""
     import json
 
+    for run in study.study_runs():
+        if not run.calibration or run.heldout:
+            continue
+        c = parsed(run.commands()[0])
+        record = json.loads((ROOT / run.calibration).read_text())
+        assert record["target_share"] == c.target_share == run.share, run.label
+        # top_prob's file predates --drift (its run's rows carry that file's sha256): no drift recorded is 1.0
+        assert record.get("drift", 1.0) == c.drift == study.drift_ratio(run.policy), run.label
+        assert record.get("replay_target", record["target_share"]) == pytest.approx(run.share / c.drift)
+        assert record["expected_share"] == pytest.approx(run.share / c.drift, abs=0.0015)
+        assert record["transductive"] and record["source"] == f"divergence {study.EVAL_DIV}"
+        assert (record["c"], record["k"], record["policy"]) == (run.c, run.k, run.policy)
+
+
+def test_the_committed_drift_is_what_online_drift_computes():
+    """online_drift.json's records for random p=0.1 and verify v2 (the one the study's verify
+    target rests on), recomputed here: the committed runs' own configs replayed over MATH-500's
+    committed base traces (both Qwen models loaded, for the oracle's scores) match the file."""
     spec = importlib.util.spec_from_file_location("online_drift", ROOT / "scripts" / "online_drift.py")
     drift = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(drift)
+    import json
+
     committed = {r["file"]: r for r in json.loads((ROOT / drift.DRIFT_FILE).read_text())["runs"]}
     traces = drift.base_traces()
-    for path in drift.RUNS[1:3]:  # random p=0.1 and verify v2
-        again = drift.drift(path, traces)
-        assert again == pytest.approx(committed[path]), path
+    for path in (p for p in drift.RUNS if "_random_p0.1_" in p or "_verify_share0.1_c20_k10_v2" in p):
+        again, want = drift.drift(path, traces), committed[path]
+        assert again.pop("ratio_ci") == pytest.approx(want.pop("ratio_ci")), path
+        assert again == pytest.approx(want), path
 
 
 def test_groups_two_to_four_wait_for_the_best_policy(study):
@@ -163,7 +186,7 @@ def test_the_queue_runs_calibrations_first_then_every_missing_run_once(study, tm
     import subprocess
 
     runs = {r: [] for r in study.study_runs()}  # nothing run yet
-    assert study.queue(runs, 30) == f"set -e\n{study.CAL_COMMAND}\n"
+    assert study.queue(runs, 30) == f"set -e\n{study.EVAL_DIV_COMMAND}\n"
     script = study.queue(runs, 100, root=tmp_path)  # no calibration made yet under tmp_path
     log = tmp_path / "log"
     shim = f'guided() {{ echo "$GUIDED_THREADS $*" >> {log}; }}; export -f guided\n'

@@ -246,16 +246,20 @@ def write_calibration(path: Path, record: dict) -> None:
 
 def calibration_record(config, target: float, value: float, share: float, curve, *, base, oracle,
                        problem_ids: list[str], source: str, dry_run: dict | None = None,
-                       transductive: bool = False) -> dict:
+                       transductive: bool = False, drift: float = 1.0) -> dict:
+    """The calibration file's record. ``target`` is the share aimed at online; the replay aimed at
+    ``target / drift`` and spent ``share`` (``expected_share``)."""
     name = POLICIES[config.policy].calibrate
     return {"policy": config.policy, "param": name, "value": value,
             "threshold": value if name == "threshold" else config.threshold, "target_share": target,
+            "drift": drift, "replay_target": target / drift,
             "expected_share": share, "c": config.c, "k": config.k, "step_size": config.step_size,
             "cooldown": config.cooldown, "window": config.window, "prefix_tokens": config.prefix_tokens,
             "ngram": config.ngram, "p": config.p, "max_new_tokens": config.max_new_tokens,
             "base_model_id": base.model_id, "base_sha256": base.sha256,
             "oracle_sha256": oracle.sha256 if oracle is not None else None, "n_problems": len(problem_ids),
-            "problem_ids": problem_ids, "source": source, "transductive": transductive, "dry_run": dry_run, "version": __version__,
+            "problem_ids": problem_ids, "source": source, "transductive": transductive, "dry_run": dry_run,
+            "version": __version__,
             "created_at": time.time(), "curve": curve[:: max(1, len(curve) // 50)]}
 
 

@@ -8,8 +8,11 @@
         --from_divergence results/math500-first100/divergence_0.5B_1.5B.jsonl --output_file cal.json
 
 ``--transductive`` sets the budget on the evaluation set's own base-only traces (their text, no
-label): two sets of 100 MATH problems differ by about a point of share by sampling alone, so a
-study that compares policies at one realised share calibrates on the problems it evaluates.
+label): a value set on 100 other problems can miss the evaluation set's share by a point or more
+(different answer lengths and loops), so a study that compares policies at one realised share
+calibrates on the problems it evaluates. ``--drift R`` aims the replay at ``target_share / R``
+where a committed online run of the policy spent R times its replayed share (a consult changes
+the text that follows, which no replay sees); the file records the target, R and the replay's aim.
 
 The library: ``evaluation/calibrate.py`` (base-only traces, outside the evaluation set)
 and ``replay.py`` (the replay that chooses the value, the calibration file). ``guided
@@ -42,6 +45,9 @@ def register(sub) -> None:
     flag(p, "base_file", default=None, help="where the base-only run goes (default <output_file>.base.jsonl)")
     add_prompt_flags(p)
     flag(p, "output_file", default=None, help="the calibration JSON to write")
+    flag(p, "drift", type=float, default=1.0,
+         help="online over replayed share measured for this policy (scripts/online_drift.py): the replay aims "
+              "at target_share / drift, so that the run spends target_share online")
     flag(p, "transductive", action="store_true",
          help="allow --from_results/--from_divergence to hold the evaluation set's own base-only traces "
               "(MATH-500): the budget is set on the problems evaluated, reading no label")
@@ -59,6 +65,10 @@ def cmd_calibrate(args) -> int:
         raise ConfigError(f"target_share must be a number in (0, 1), got {args.target_share!r}")
     if not args.output_file:
         raise ConfigError("--output_file is required (the calibration JSON)")
+    drift = getattr(args, "drift", 1.0)
+    if not (isinstance(drift, float) and 0.0 < drift < float("inf")) or not (0.0 < args.target_share / drift < 1.0):
+        raise ConfigError(f"drift must be a positive number with target_share / drift in (0, 1), got --drift {drift!r}")
+    aim = args.target_share / drift
     config = args.make_config(args)
     if args.max_new_tokens is None:  # the eval's limit, not generate's: the replay stops where the eval would
         config = config.replace(max_new_tokens=EVAL_MAX_NEW_TOKENS)
@@ -80,16 +90,18 @@ def cmd_calibrate(args) -> int:
         base_file = Path(args.base_file) if args.base_file else out.with_suffix(".base.jsonl")
         rows, source = run_base_only(args, pair, base_file), f"base-only run {base_file}"
     recs = recorded_traces(rows, pair, verify, divergence=bool(args.from_divergence), what="calibration")
-    value, share, curve = choose_value(config, recs, args.target_share)
+    value, share, curve = choose_value(config, recs, aim)
     name = POLICIES[config.policy].calibrate
     chosen = config.replace(**{name: value})
     dry = dry_run(args.dry_run_on, pair, chosen, verify)[0] if getattr(args, "dry_run_on", None) else None
     record = calibration_record(config, args.target_share, value, share, curve, base=pair.base,
                                 oracle=pair.oracle if verify else None, problem_ids=[r["unique_id"] for r in rows],
-                                source=source, dry_run=dry, transductive=transductive)
+                                source=source, dry_run=dry, transductive=transductive, drift=drift)
     write_calibration(out, record)
+    aimed = (f"target {100 * args.target_share:.1f}%" if drift == 1.0 else
+             f"replay target {100 * aim:.1f}% for {100 * args.target_share:.1f}% online at drift {drift:g}")
     print(f"{out}: policy {config.policy}, {name} {value:.6g}, expected oracle share {100 * share:.1f}% "
-          f"(target {100 * args.target_share:.1f}%) over {len(rows)} problems, c={config.c} k={config.k}"
+          f"({aimed}) over {len(rows)} problems, c={config.c} k={config.k}"
           + (" (transductive: the evaluation set's own base-only traces, no label read)" if transductive else ""))
     if dry is not None:
         print(f"dry run on {dry['file']} ({dry['n_problems']} base-only traces of the evaluation set): "

@@ -1,6 +1,7 @@
-"""``guided calibrate``: base-only traces outside the evaluation set, teacher-forced once,
-replayed through the policy itself to find the value of its calibrated field (a threshold,
-``prefix_tokens``, ``ngram``, ``p``) that spends a target oracle share (``replay.py``).
+"""``guided calibrate``: base-only traces (outside the evaluation set unless
+``--transductive``), teacher-forced once, replayed through the policy itself to find the value
+of its calibrated field (a threshold, ``prefix_tokens``, ``ngram``, ``p``) that spends a target
+oracle share (``replay.py``).
 
     guided calibrate --policy entropy --target_share 0.10 --c 20 --k 10 --base_model 0.5B \\
         --dataset math --num_samples 100 --output_file cal.json \\
@@ -41,14 +42,15 @@ def refuse_math500(rows: list[dict], path: str) -> list[dict]:
     overlap = sorted({r["unique_id"] for r in rows} & math500_ids())
     if overlap:
         raise GuidedError(f"{path!r} holds {len(overlap)} MATH-500 problem(s) (e.g. {overlap[0]}): calibrate on "
-                          "problems outside the evaluation set (default: MATH test minus MATH-500), or "
-                          "pass --transductive to set the budget on the evaluation set's own base-only traces")
+                          "problems outside the evaluation set (default: MATH test minus MATH-500), or pass --transductive "
+                          "with --from_results/--from_divergence to set the budget on the evaluation set's own traces")
     return rows
 
 
 def base_only_rows(path: str, base, *, evaluation: bool = False) -> list[dict]:
     """Rows of a base-only results file; one-line errors for any other kind of file (and
-    for MATH-500 problems, unless ``evaluation``: a dry run reads the evaluation set)."""
+    for MATH-500 problems, unless ``evaluation``: a dry run or a ``--transductive`` calibration
+    reads the evaluation set)."""
     from .recorded import check_base_only
 
     try:
@@ -61,7 +63,7 @@ def base_only_rows(path: str, base, *, evaluation: bool = False) -> list[dict]:
 
 def divergence_rows(path: str, pair, verify: bool, *, evaluation: bool = False) -> list[dict]:
     """Lines of a ``guided divergence`` file made with this base (and this oracle, for
-    verify, which reads the oracle's scores), outside MATH-500."""
+    verify, which reads the oracle's scores), outside MATH-500 unless ``evaluation``."""
     from .recorded import check_same_pair, read_divergence
 
     rows = read_divergence(path)

@@ -179,7 +179,7 @@ def _place_labels(ax, fig, names: list[tuple[str, float, float]]) -> None:
     for text, x, y in sorted(names, key=lambda n: (-n[2], n[1])):
         px, py = (v * scale for v in ax.transData.transform((x, y)))
         w, h = 0.55 * LABEL_PT * len(text), LABEL_PT + 2
-        for step in (0, 1, -1, 2, -2, 3, -3, 4, -4, 5, -5, 6, -6):
+        for step in (0, 1, -1, 2, -2, 3, -3, 4, -4, 5, -5, 6, -6):  # if all collide, the last is used
             dy = 4 + step * h
             box = (px + 5, py + dy, px + 5 + w, py + dy + h)
             if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
