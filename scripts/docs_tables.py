@@ -360,6 +360,7 @@ TABLES = {
     "study-frontier": study_frontier,
     "study-calibration": lambda runs: frontier_study.calibrations(runs[STUDY]),
     "study-drift": lambda runs: frontier_study.drift_table(),
+    "study-figure": lambda runs: frontier_study.figure_block(runs[STUDY]),
     "study-summary": study_summary,
 }
 

@@ -388,6 +388,13 @@ def figure_command(runs: dict[StudyRun, list[dict]]) -> str:
             + " ".join(files))
 
 
+def figure_block(runs: dict[StudyRun, list[dict]]) -> str:
+    """The findings' figure with the command that draws it (run it after the tables change)."""
+    return (f"```bash\n{figure_command(runs)}\n```\n\n"
+            "![the study's MATH-500 runs: accuracy against normalized cost, one panel per cost model]"
+            f"({Path(FIGURE).relative_to('docs')})\n")
+
+
 def queue(runs: dict[StudyRun, list[dict]], have: int, root: Path = ROOT) -> str:
     """A bash script that finishes the study: the evaluation set's teacher-forced traces if
     incomplete (``have`` of 100 in ``EVAL_DIV``; then stop: the calibrations read them), else every
