@@ -30,7 +30,8 @@ from guided_inference.reporting.cost_report import cost_lines  # noqa: E402
 from guided_inference.reporting.costs import NA, CostSettings  # noqa: E402
 from guided_inference.reporting.frontier import line_point, point_cells  # noqa: E402
 sys.path.insert(0, str(ROOT / "scripts"))
-import frontier_study  # noqa: E402  (issue 19's runs and tables)
+import frontier_study  # noqa: E402  (issue 19's runs)
+import study_tables  # noqa: E402  (and their tables)
 from guided_inference.evaluation.results import read_rows  # noqa: E402
 
 RESULTS = "results/math500-first100"
@@ -103,12 +104,12 @@ def _deployment_settings() -> list:
 
 def study_frontier(runs) -> str:
     """Issue 19: every study run under each deployment's cost model, against the straight line."""
-    return frontier_study.frontier(runs[STUDY], _deployment_settings())
+    return study_tables.frontier(runs[STUDY], _deployment_settings())
 
 
 def study_summary(runs) -> str:
     """Issue 19: the same, in words: per deployment, the runs grouped by verdict."""
-    return frontier_study.summary(runs[STUDY], _deployment_settings())
+    return study_tables.summary(runs[STUDY], _deployment_settings())
 
 
 def policy_ids(runs: dict[str, list[dict]]) -> set[str]:
@@ -268,7 +269,7 @@ def share(x: float) -> str:
     return "0%" if x == 0 else "100%" if x == 1 else pct(x)
 
 
-table = frontier_study.table
+table = study_tables.table
 
 
 def ci(s: Summary) -> str:
@@ -353,14 +354,14 @@ TABLES = {
     "costs": costs,
     "speculative": speculative,
     "deployments": deployments,
-    "study-share10": lambda runs: frontier_study.share10(runs[STUDY]),
-    "study-budget": lambda runs: frontier_study.budget(runs[STUDY]),
-    "study-ck": lambda runs: frontier_study.c_and_k(runs[STUDY]),
-    "study-heldout": lambda runs: frontier_study.heldout(runs[STUDY]),
+    "study-share10": lambda runs: study_tables.share10(runs[STUDY]),
+    "study-budget": lambda runs: study_tables.budget(runs[STUDY]),
+    "study-ck": lambda runs: study_tables.c_and_k(runs[STUDY]),
+    "study-heldout": lambda runs: study_tables.heldout(runs[STUDY]),
     "study-frontier": study_frontier,
-    "study-calibration": lambda runs: frontier_study.calibrations(runs[STUDY]),
-    "study-drift": lambda runs: frontier_study.drift_table(),
-    "study-figure": lambda runs: frontier_study.figure_block(runs[STUDY]),
+    "study-calibration": lambda runs: study_tables.calibrations(runs[STUDY]),
+    "study-drift": lambda runs: study_tables.drift_table(),
+    "study-figure": lambda runs: study_tables.figure_block(runs[STUDY]),
     "study-summary": study_summary,
 }
 

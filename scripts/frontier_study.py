@@ -1,5 +1,5 @@
-"""The frontier study (issue 19): its runs, the commands that make them, and the tables that
-``scripts/docs_tables.py`` writes from their files.
+"""The frontier study (issue 19): its runs, the commands that make them, the rule that picks the
+best takeover policy; its tables are ``scripts/study_tables.py`` (written by ``scripts/docs_tables.py``).
 
     python scripts/frontier_study.py             # every run: its file, problems done, its commands
     python scripts/frontier_study.py --missing   # the commands of the runs not complete yet
@@ -42,7 +42,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from guided_inference.evaluation.results import read_rows  # noqa: E402
-from guided_inference.reporting.frontier import line_point, point_cells, verdict  # noqa: E402
 from guided_inference.reporting.report import compare, is_graded, latest, pct, summarize  # noqa: E402
 
 BASE, ORACLE = "0.5B", "1.5B"
@@ -170,57 +169,10 @@ def load(root: Path = ROOT, best: str | None = BEST) -> dict[StudyRun, list[dict
     return out
 
 
-def table(header, rows) -> str:
-    """A Markdown table (docs_tables.py writes its own tables with it too)."""
-    line = lambda cells: "| " + " | ".join(cells) + " |"  # noqa: E731
-    return "\n".join([line(header), "|" + "|".join("---" for _ in header) + "|", *map(line, rows)]) + "\n"
-
-
-def _paired(a: list[dict], b: list[dict]) -> str:
-    """b - a on the problems both graded, with the paired bootstrap CI (10,000, seed 0)."""
-    if not a or not b:
-        return "-"
-    c = compare(a, b, n_boot=10_000, seed=0)
-    return f"{100 * c.diff:+.1f} [{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}] (n={c.shared})"
-
-
-def _accuracy_rows(runs: dict[StudyRun, list[dict]], chosen: list[StudyRun], against) -> list[tuple[str, ...]]:
-    rows = []
-    for run in chosen:
-        got = runs[run]
-        if not got:
-            rows.append((run.label, "0", "not run yet", *("-" * 5)))
-            continue
-        s, target = summarize(got), run.share  # aimed at online (the replay may aim at share / drift)
-        within = "-" if target is None else "yes" if _within(s.oracle_share, target) else "**no**"
-        ref = against(run)
-        rows.append((run.label, str(s.n), f"**{pct(s.accuracy)}**", f"{pct(s.ci_low)}-{pct(s.ci_high)}",
-                     "-" if target is None else pct(target), pct(s.oracle_share), within,
-                     "-" if ref is None or ref == run else _paired(runs[ref], got)))
-    return rows
-
-
 def _within(share: float, target: float) -> bool:
     """Realised share within 1 point of the target, on the tenths of a point the tables print
     (9.0% for 10% is within)."""
     return abs(round(1000 * (share - target))) <= 10
-
-
-ACC_HEADER = ("run", "n", "accuracy", "95% CI (Wilson)", "target share", "realised share", "within 1 point",
-              "− random at that share and (c, k), points [95% CI]")
-
-
-def share10(runs: dict[StudyRun, list[dict]]) -> str:
-    """Group 1: every policy at 10% written share, against random p=0.1 on the same problems."""
-    chosen = [r for r in runs if r.group == 1]
-    return table(ACC_HEADER, _accuracy_rows(runs, chosen, lambda run: RANDOM10))
-
-
-def _random_at(runs, run: StudyRun) -> StudyRun | None:
-    if run.share == 0.1 and (run.c, run.k) == (20, 10):
-        return RANDOM10
-    return next((r for r in runs if r.group == run.group and r.policy == "random" and r.share == run.share
-                 and (r.c, r.k) == (run.c, run.k)), None)
 
 
 def best_of_group1(runs: dict[StudyRun, list[dict]]) -> str | None:
@@ -237,32 +189,6 @@ def best_of_group1(runs: dict[StudyRun, list[dict]]) -> str | None:
     return max(ok)[2] if ok else None
 
 
-def _best(runs: dict[StudyRun, list[dict]]) -> str | None:
-    """The best takeover policy the runs were listed with (``study_runs(best)``): group 2's other policy."""
-    return next((r.policy for r in runs if r.group == 2 and r.policy != "random"), None)
-
-
-def budget(runs: dict[StudyRun, list[dict]]) -> str:
-    """Group 2: random and the best takeover policy at 5%, 10% and 20% (the 10% rows are group 1's)."""
-    chosen = [r for r in runs if r.group == 2 or (r.group == 1 and r.policy in ("random", _best(runs)))]
-    chosen.sort(key=lambda r: (r.policy != "random", r.share))
-    return table(ACC_HEADER, _accuracy_rows(runs, chosen, lambda run: _random_at(runs, run)))
-
-
-def c_and_k(runs: dict[StudyRun, list[dict]]) -> str:
-    """Group 3 (the original's TODO 3): random and the best at 10% with (c, k) = (100, 1), (20, 10), (2, 50)."""
-    chosen = [r for r in runs if r.group == 3 or (r.group == 1 and r.policy in ("random", _best(runs)))]
-    chosen.sort(key=lambda r: (r.policy != "random", -r.c))
-    return table(ACC_HEADER, _accuracy_rows(runs, chosen, lambda run: _random_at(runs, run)))
-
-
-def heldout(runs: dict[StudyRun, list[dict]]) -> str:
-    """Group 4: the held-out problems, each run against held-out random p=0.1."""
-    chosen = [r for r in runs if r.group == 4]
-    rand = next(r for r in chosen if r.policy == "random")
-    return table(ACC_HEADER, _accuracy_rows(runs, chosen, lambda run: rand if run.share is not None else None))
-
-
 def default_split_calibration(run: StudyRun) -> str:
     """The first calibration of ``run``, on the default split (``CAL_DIV``), kept for comparison."""
     return f"{CAL_DIR}/{run.policy}_c{run.c}_k{run.k}_share{run.share:g}_{BASE}.json"
@@ -272,108 +198,6 @@ def _drift_records(root: Path = ROOT) -> dict:
     import json
 
     return json.loads((root / DRIFT_FILE).read_text())
-
-
-def calibrations(runs: dict[StudyRun, list[dict]], root: Path = ROOT) -> str:
-    """Each calibrated MATH-500 run: what its replay aimed at, the value set on the evaluation set's
-    own base traces and what the replay spends there, beside the value set on the default split
-    for the same target and its share on MATH-500 (bootstrap SD over problems, ``DRIFT_FILE``),
-    and the share the run realised online."""
-    import json
-
-    moved = {t["calibration"]: t for t in _drift_records(root).get("transfer", [])}
-    sd = lambda t, name: f"{pct(t[name + '_share'])} (SD {100 * t[name + '_sd']:.2f})"  # noqa: E731
-    rows = []
-    for run in runs:
-        if not run.calibration or run.heldout:
-            continue
-        mine = json.loads((root / run.calibration).read_text()) if (root / run.calibration).exists() else None
-        other = default_split_calibration(run)
-        t = moved.get(other)
-        got = runs[run]
-        rows.append((run.label, "-" if mine is None else pct(mine.get("replay_target", mine["target_share"])),
-                     "-" if mine is None else f"{mine['value']:.4g}",
-                     "-" if mine is None else pct(mine["expected_share"]),
-                     "-" if t is None else f"{t['value']:.4g}",
-                     "-" if t is None else sd(t, "default"), "-" if t is None else sd(t, "math500"),
-                     f"{pct(summarize(got).oracle_share)} (n={len(got)})" if got else "not run yet"))
-    return table(("run", "replay aims at", "value set on MATH-500's base traces", "replayed share there",
-                  "value set on 100 other MATH problems", "its share there", "its share on MATH-500",
-                  "realised online"), rows)
-
-
-def drift_table(root: Path = ROOT) -> str:
-    """``DRIFT_FILE`` (``scripts/online_drift.py``): each committed run's share online against a replay
-    of its own config on the same problems' base traces, with the ratio's bootstrap CI."""
-    def ratio(r: dict) -> str:
-        return "-" if r["ratio"] is None else f"{r['ratio']:.3f} [{r['ratio_ci'][0]:.3f}, {r['ratio_ci'][1]:.3f}]"
-
-    return table(("run (file)", "n", "written share online", "replayed share", "online / replayed [95% CI]"),
-                 [(f"{r['policy']} (`{Path(r['file']).name}`)", str(r["n"]), pct(r["online_share"]),
-                   pct(r["replay_share"]), ratio(r)) for r in _drift_records(root)["runs"]])
-
-
-def _points(runs: dict[StudyRun, list[dict]], deployments) -> list[tuple[str, StudyRun, object]]:
-    """(deployment, run, ``frontier.LinePoint``) for every run with rows and a base and an oracle
-    on its problems: group 0's on MATH-500, group 4's own on the held-out problems."""
-    ends = {h: [next((runs[r] for r in runs if r.group == (4 if h else 0) and r.policy == p), [])
-                for p in ("never", "always")] for h in (False, True)}
-    out = []
-    for where, s in deployments:
-        for run, got in runs.items():
-            base, oracle = ends[run.heldout]
-            if not got or run.policy in ("never", "always") or not (base and oracle):
-                continue
-            p = line_point(got, base, oracle, s)
-            if p is not None:
-                out.append((where, run, p))
-    return out
-
-
-def _name(run: StudyRun) -> str:
-    return ("held out: " if run.heldout else "") + run.label
-
-
-def frontier(runs: dict[StudyRun, list[dict]], deployments) -> str:
-    """Every study run under each deployment's cost model (``deployments``: (name, CostSettings)
-    pairs): its cost, its distance to the straight line with the paired CI, and the verdict of
-    ``reporting/frontier.py``."""
-    rows = []
-    for where, run, p in _points(runs, deployments):
-        cost, _, gap, judged = point_cells(p)
-        rows.append((where, _name(run), str(p.n), cost, gap, judged))
-    if not rows:
-        return "(no study run yet)\n"
-    return table(("deployment", "run", "n", "cost (oracle alone = 1.00)", "accuracy − straight line, points [95% CI]",
-                   "worth running instead of the oracle alone?"), rows)
-
-
-SUMMARY_GROUPS = (("lossless", "**worth it** (cheaper, no significant loss to the oracle)"),
-                  ("above", "**above the line** (cheaper, less accurate, a better trade than mixing answers)"),
-                  ("on", "on the line (no gain shown)"), ("below", "below the line"),
-                  ("dearer", "at least the oracle's cost"), ("na", "cannot run there"),
-                  ("few", "too few problems yet"), ("none", "no figure"))
-
-
-def summary(runs: dict[StudyRun, list[dict]], deployments) -> str:
-    """The frontier in words, per deployment: the runs grouped by verdict, each with its distance
-    to the straight line [95% CI] and its cost; generated, so it cannot drift from the files."""
-    points = _points(runs, deployments)
-    if not points:
-        return "(no study run yet)\n"
-    lines = []
-    for where, _ in deployments:
-        parts = []
-        for key, words in SUMMARY_GROUPS:
-            hits = [(run, p) for w, run, p in points if w == where and verdict(p) == key]
-            if hits:
-                cells = [(run, point_cells(p)) for run, p in hits]
-                said = [_name(run) if key in ("na", "none") else f"{_name(run)} ({c[2]} points at cost {c[0]})"
-                        for run, c in cells]
-                parts.append(f"{words[0].upper()}{words[1:]}: " + "; ".join(said))
-        if parts:
-            lines.append(f"- {where}: " + ". ".join(parts) + ".")
-    return "\n".join(lines) + "\n"
 
 
 FIGURE = "docs/figures/frontier_study.png"
@@ -386,13 +210,6 @@ def figure_command(runs: dict[StudyRun, list[dict]]) -> str:
     files = [r.path for r, got in runs.items() if got and not r.heldout]
     return (f"guided report --cost compute,cpu,gpu,api --rates {RATES} --by none --plot {FIGURE} "
             + " ".join(files))
-
-
-def figure_block(runs: dict[StudyRun, list[dict]]) -> str:
-    """The findings' figure with the command that draws it (run it after the tables change)."""
-    return (f"```bash\n{figure_command(runs)}\n```\n\n"
-            "![the study's MATH-500 runs: accuracy against normalized cost, one panel per cost model]"
-            f"({Path(FIGURE).relative_to('docs')})\n")
 
 
 def queue(runs: dict[StudyRun, list[dict]], have: int, root: Path = ROOT) -> str:

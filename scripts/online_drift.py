@@ -9,7 +9,7 @@ broken, longer when the base wanders off the oracle's start). For each committed
 here: its written share online (oracle tokens over all tokens, summed over problems), and the
 share its own config spends in a replay of the same problems' base-only traces (the committed
 MATH-500 divergence file). Their ratio is the drift a replay target must allow for; the study
-calibrates ``verify`` to 10% / its ratio (``frontier_study.replay_target``).
+calibrates ``verify`` with that ratio (``frontier_study.DRIFT_SOURCE``; ``guided calibrate --drift``).
 
 The replay is ``replay.replay``, the one the calibration uses; only the problems the run graded
 are replayed (a partial run compares like with like). The ratio's 95% CI resamples problems

@@ -24,6 +24,14 @@ def study():
     return module
 
 
+@pytest.fixture(scope="module")
+def tables(study):
+    spec = importlib.util.spec_from_file_location("study_tables", ROOT / "scripts" / "study_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # imports frontier_study: the fixture's module, in sys.modules
+    return module
+
+
 def parsed(command: str):
     from guided_inference.cli import build_parser
 
@@ -126,7 +134,7 @@ def test_groups_two_to_four_wait_for_the_best_policy(study):
     assert all(r.policy == "top_prob" for r in added)
 
 
-def test_a_run_file_in_place_fills_its_rows(study, tmp_path):
+def test_a_run_file_in_place_fills_its_rows(study, tables, tmp_path):
     """The committed issue-9 entropy file (calibrated on 30 problems: 12.1% for a 10% target)
     stands in the entropy row: the table flags the share miss and gives the paired difference
     against random p=0.1 that docs/results.md's policies table gives (+2.0 [-5.0, +9.0])."""
@@ -137,27 +145,27 @@ def test_a_run_file_in_place_fills_its_rows(study, tmp_path):
         shutil.copy(ROOT / src, tmp_path / dst)
     runs = study.load(tmp_path)
     assert len(runs[entropy]) == 100
-    row = next(line for line in study.share10(runs).splitlines() if line.startswith("| entropy"))
+    row = next(line for line in tables.share10(runs).splitlines() if line.startswith("| entropy"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1:] == ["100", "**11.0%**", "6.3%-18.6%", "10.0%", "12.1%", "**no**", "+2.0 [-5.0, +9.0] (n=100)"]
     figure = parsed(study.figure_command(runs))  # the findings' figure reads every MATH-500 run with rows
     assert entropy.path in figure.files and study.RANDOM10.path in figure.files and figure.plot == study.FIGURE
     assert not any(r.path in figure.files for r in runs if not runs[r])
-    top_prob = next(line for line in study.share10(runs).splitlines() if line.startswith("| top_prob"))
+    top_prob = next(line for line in tables.share10(runs).splitlines() if line.startswith("| top_prob"))
     assert "not run yet" in top_prob
     from guided_inference.reporting.costs import CostSettings
 
-    frontier = study.frontier(runs, [("compute", CostSettings("compute"))])
+    frontier = tables.frontier(runs, [("compute", CostSettings("compute"))])
     assert sum(line.startswith("| compute | entropy") for line in frontier.splitlines()) == 1
     # in words: under compute all three cost more than the oracle alone (speculative 2.02, random 1.11
     # and entropy 1.05 in docs/results.md)
-    words = study.summary(runs, [("compute", CostSettings("compute"))])
+    words = tables.summary(runs, [("compute", CostSettings("compute"))])
     assert words.startswith("- compute: At least the oracle's cost: speculative (+0.0 [-8.0, +8.0] points at cost "
                             "2.02); random (p=0.1), 10.0% (") and words.count("\n") == 1
     assert "; entropy (calibrated), 10.0% (-33.0 [" in words and "at cost 1.05)" in words
 
 
-def test_a_budget_row_is_paired_with_random_at_its_own_share(study, tmp_path):
+def test_a_budget_row_is_paired_with_random_at_its_own_share(study, tables, tmp_path):
     """Group 2: the best policy's 5% row against random's 5% row (not random p=0.1). Two committed
     files stand in for them (entropy as the best at 5%, random p=0.1 as random at 5%), so the
     paired figure is the one docs/results.md gives for entropy - random p=0.1."""
@@ -169,7 +177,7 @@ def test_a_budget_row_is_paired_with_random_at_its_own_share(study, tmp_path):
         (tmp_path / dst).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / src, tmp_path / dst)
     loaded = study.load(tmp_path, best="entropy")
-    lines = study.budget(loaded).splitlines()
+    lines = tables.budget(loaded).splitlines()
     assert [line.split("|")[1].strip() for line in lines[2:]] == [
         "random (calibrated), 5.0%", "random (p=0.1), 10.0%", "random (calibrated), 20.0%",
         "entropy (calibrated), 5.0%", "entropy (calibrated), 10.0%", "entropy (calibrated), 20.0%"]
