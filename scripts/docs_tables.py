@@ -361,6 +361,7 @@ TABLES = {
     "study-frontier": study_frontier,
     "study-calibration": lambda runs: study_tables.calibrations(runs[STUDY]),
     "study-drift": lambda runs: study_tables.drift_table(),
+    "study-first-change": lambda runs: study_tables.first_change_table(),
     "study-figure": lambda runs: study_tables.figure_block(runs[STUDY]),
     "study-summary": study_summary,
 }

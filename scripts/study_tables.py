@@ -126,6 +126,24 @@ def drift_table(root: Path = ROOT) -> str:
                    pct(r["replay_share"]), ratio(r)) for r in _drift_records(root)["runs"]])
 
 
+def first_change_table(root: Path = ROOT) -> str:
+    """``CHANGE_FILE`` (``scripts/first_change.py``): per group-1 policy, the answers a greedy run can
+    change at all, the base's record on them, where the first change falls, the oracle tokens
+    written before it, and the check against the committed online run where there is one."""
+    from first_change import CHANGE_FILE
+    import json
+
+    rows = []
+    for r in json.loads((root / CHANGE_FILE).read_text())["runs"]:
+        checked = "-" if r["checked"] is None else f"{r['checked'][0]} of {r['checked'][1]} agree"
+        median = "-" if r["median_first_change"] is None else f"{r['median_first_change']:.0f}"
+        rows.append((r["run"], f"{r['changed']} of {r['n']}", str(r["changed_base_wrong"]), str(r["changed_base_right"]),
+                     median, str(r["oracle_tokens_before_change"]), checked))
+    return table(("run", "answers it changes", "of them wrong for the base", "right for the base",
+                  "median token of the first change", "oracle tokens written before any change",
+                  "online run: changed or not as predicted"), rows)
+
+
 def _points(runs: dict[StudyRun, list[dict]], deployments) -> list[tuple[str, StudyRun, object]]:
     """(deployment, run, ``frontier.LinePoint``) for every run with rows and a base and an oracle
     on its problems: group 0's on MATH-500, group 4's own on the held-out problems."""

@@ -37,8 +37,8 @@ EXPECTED_BLOCKS = {"README.md": ["readme-first100"],
                    "docs/results.md": ["first100", "guided-usage", "paired", "by-level", "reseeded", "policies",
                                        "costs", "speculative"],
                    "docs/findings.md": ["deployments", "study-summary", "study-calibration", "study-drift",
-                                        "study-share10", "study-budget", "study-ck", "study-heldout", "study-figure",
-                                        "study-frontier"]}
+                                        "study-first-change", "study-share10", "study-budget", "study-ck",
+                                        "study-heldout", "study-figure", "study-frontier"]}
 
 
 @pytest.mark.parametrize("doc", sorted(EXPECTED_BLOCKS))

@@ -108,21 +108,71 @@ def test_the_committed_calibrations_are_what_their_commands_make(study):
         assert (record["c"], record["k"], record["policy"]) == (run.c, run.k, run.policy)
 
 
-def test_the_committed_drift_is_what_online_drift_computes():
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def math500_traces(study):
+    """MATH-500's committed base traces as the replay reads them (both Qwen models loaded, for the
+    oracle's scores)."""
+    return _script("online_drift").base_traces()
+
+
+def test_the_committed_drift_is_what_online_drift_computes(math500_traces):
     """online_drift.json's records for random p=0.1 and verify v2 (the one the study's verify
-    target rests on), recomputed here: the committed runs' own configs replayed over MATH-500's
-    committed base traces (both Qwen models loaded, for the oracle's scores) match the file."""
-    spec = importlib.util.spec_from_file_location("online_drift", ROOT / "scripts" / "online_drift.py")
-    drift = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(drift)
+    target rests on), recomputed here from the committed runs' own configs, match the file."""
     import json
 
+    drift = _script("online_drift")
     committed = {r["file"]: r for r in json.loads((ROOT / drift.DRIFT_FILE).read_text())["runs"]}
-    traces = drift.base_traces()
     for path in (p for p in drift.RUNS if "_random_p0.1_" in p or "_verify_share0.1_c20_k10_v2" in p):
-        again, want = drift.drift(path, traces), committed[path]
+        again, want = drift.drift(path, math500_traces), committed[path]
         assert again.pop("ratio_ci") == pytest.approx(want.pop("ratio_ci")), path
         assert again == pytest.approx(want), path
+
+
+def test_first_change_is_the_first_consulted_token_the_oracle_would_write_differently(study, math500_traces):
+    """replay.first_change on real traces: the position is inside a replayed consult, the oracle's
+    teacher-forced top-1 differs from the base's token there and nowhere in an earlier consult,
+    and the tokens counted before it are those earlier consults' widths; random p=0.1's committed
+    record in first_change.json is what the script computes."""
+    import json
+
+    from guided_inference.policies import POLICIES
+    from guided_inference.replay import first_change, replay
+
+    fc = _script("first_change")
+    label, config, online = next(c for c in fc.configs() if c[0].startswith("random (p=0.1)"))
+    policy = POLICIES[config.policy].build(config)
+    seen = 0
+    for rec in math500_traces.values():
+        done = replay(policy, config, rec)
+        where, before = first_change(rec, done)
+        windows = [(p, p + w) for p, w in zip(done.consults, done.widths)]
+        differs = rec.oracle_top1 != rec.ids
+        earlier = [(a, b) for a, b in windows if b <= (where if where is not None else rec.n)]
+        assert not any(differs[a:b].any() for a, b in earlier)
+        if where is None:
+            assert before == sum(b - a for a, b in windows)
+            continue
+        seen += 1
+        a, b = next((a, b) for a, b in windows if a <= where < b)
+        assert differs[where] and not differs[a:where].any()
+        assert before == sum(y - x for x, y in windows if y <= a) + (where - a)
+    assert seen >= 50  # most answers change at 10%
+    base = {r["unique_id"]: r for r in _rows(ROOT / study.REFERENCES[0].path)}
+    committed = next(r for r in json.loads((ROOT / fc.CHANGE_FILE).read_text())["runs"] if r["run"] == label)
+    assert fc.record(label, config, online, math500_traces, base) == committed
+
+
+def _rows(path):
+    from guided_inference.evaluation.results import read_rows
+
+    return read_rows(path)
 
 
 def test_groups_two_to_four_wait_for_the_best_policy(study):

@@ -18,7 +18,9 @@ base would have): exact when the oracle is the base (the tests check that replay
 online spend are equal), an estimate otherwise, so the realised share on the evaluation
 set differs (``guided report`` prints both; ``guided calibrate --dry_run_on`` replays the
 evaluation set's own base-only traces). The trace ends where the base-only run ended (EOS
-or the token limit); a consult covers min(k, tokens left) tokens.
+or the token limit); a consult covers min(k, tokens left) tokens. With greedy decoding the
+replay is exact up to the first consult whose oracle tokens differ from the base's
+(``first_change``): before it, the online text is the base trace token for token.
 
 The value is chosen exactly, not from a grid: for a threshold, the candidates are the
 midpoints between consecutive distinct scores the policy reads on the traces (where its
@@ -33,7 +35,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, replace as dc_replace
+from dataclasses import dataclass, field, replace as dc_replace
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +91,7 @@ class Replayed:
     consults: list[int]  # where each consult began
     oracle_tokens: int
     n: int  # tokens of the trace (within max_new_tokens)
+    widths: list[int] = field(default_factory=list)  # oracle tokens of each consult
 
 
 def verify_rejects(rec: Recorded, config) -> np.ndarray:
@@ -110,7 +113,7 @@ def replay(policy: Policy, config, rec: Recorded) -> Replayed:
     rejects = verify_rejects(rec, config) if verify else None
     n, history = min(rec.n, config.max_new_tokens), History()
     data, ends = memoryview(rec.data), rec.ends
-    consults, oracle, last_end, pos, fired = [], 0, None, 0, False
+    consults, widths, oracle, last_end, pos, fired = [], [], 0, None, 0, False
 
     def point(i: int, stats=None) -> DecisionPoint:
         tail = ""
@@ -132,6 +135,7 @@ def replay(policy: Policy, config, rec: Recorded) -> Replayed:
             if policy.consult_tokens is not None:
                 w = min(w, policy.consult_tokens(pos))
             consults.append(pos)
+            widths.append(w)
             oracle, pos, last_end, fired = oracle + w, pos + w, pos + w, False
             continue
         start = pos
@@ -152,7 +156,24 @@ def replay(policy: Policy, config, rec: Recorded) -> Replayed:
                 pos = start + int(hits[0])
                 history.truncate(pos)
                 fired = True  # the oracle writes from its first disagreement
-    return Replayed(consults, oracle, n)
+    return Replayed(consults, oracle, n, widths)
+
+
+def first_change(rec: Recorded, done: Replayed) -> tuple[int | None, int]:
+    """(where the online text first leaves the base trace, or None if no consult of ``done`` changes
+    it; oracle tokens written before that). A greedy consult at ``pos`` writes the oracle's top-1
+    tokens, which equal the base's until the first position where the teacher-forced oracle
+    disagrees; until a consult meets one, the online run is the base trace itself, so this is
+    exact (up to batch-vs-incremental numerics at near-ties). Needs the oracle's scores."""
+    if rec.oracle_top1 is None:
+        raise GuidedError("first_change needs the oracle's top-1 (teacher-force with the oracle)")
+    spent = 0
+    for pos, w in zip(done.consults, done.widths):
+        hits = np.flatnonzero(rec.oracle_top1[pos:pos + w] != rec.ids[pos:pos + w])
+        if hits.size:
+            return pos + int(hits[0]), spent + int(hits[0])
+        spent += w
+    return None, spent
 
 
 def realised_share(policy: Policy, config, recs: list[Recorded]) -> float:
