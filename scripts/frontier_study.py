@@ -212,6 +212,14 @@ def figure_command(runs: dict[StudyRun, list[dict]]) -> str:
             + " ".join(files))
 
 
+def main_flags(best: str | None = BEST) -> str:
+    """``scripts/main.sh``'s policy flags: the study's best consult moment at 10% with its committed
+    calibration once ``BEST`` is set, random c=20 k=10 until then."""
+    if best is None:
+        return "--policy random --c 20 --k 10"
+    return f"--policy {best} --c 20 --k 10 --calibration {StudyRun(1, best, 0.1).calibration}"
+
+
 def queue(runs: dict[StudyRun, list[dict]], have: int, root: Path = ROOT) -> str:
     """A bash script that finishes the study: the evaluation set's teacher-forced traces if
     incomplete (``have`` of 100 in ``EVAL_DIV``; then stop: the calibrations read them), else every
@@ -237,7 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--missing", action="store_true", help="only the runs not complete yet")
     ap.add_argument("--queue", action="store_true",
                     help="print a bash script that runs what is missing (python scripts/frontier_study.py --queue | bash)")
+    ap.add_argument("--main_flags", action="store_true", help="print scripts/main.sh's policy flags and stop")
     args = ap.parse_args(argv)
+    if args.main_flags:
+        print(main_flags())
+        return 0
     runs, printed = load(), set()
     have = len(read_rows(ROOT / EVAL_DIV)) if (ROOT / EVAL_DIV).exists() else 0
     if args.queue:

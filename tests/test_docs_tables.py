@@ -84,3 +84,30 @@ def test_script_check_mode_passes_on_the_committed_tree():
     proc = subprocess.run([sys.executable, str(SCRIPT), "--check"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout == ""
+
+
+def test_the_readme_shows_the_study_best_in_place_of_random_once_it_is_set(docs_tables, runs):
+    """With BEST set (here: entropy, whose committed issue-9 file stands in for its study run), the
+    README's first table has its 10% row where random c=20 k=10 was, with its own accuracy and costs,
+    and no random row; main.sh's flags name its committed calibration, which the CLI accepts."""
+    import shlex
+
+    from guided_inference.cli import build_parser
+    from guided_inference.evaluation.results import read_rows
+
+    study = docs_tables.frontier_study
+    entropy = next(r for r in runs[docs_tables.STUDY] if r.group == 1 and r.policy == "entropy")
+    stand_in = read_rows(ROOT / "results/math500-first100/math500_0.5B_1.5B_entropy_share0.1_c20_k10.jsonl")
+    given = {**runs, docs_tables.STUDY: {**runs[docs_tables.STUDY], entropy: stand_in}}
+    lines = docs_tables.readme_first100(given, best="entropy").splitlines()
+    labels = [line.split("|")[1].strip() for line in lines[2:]]
+    assert labels[0] == "base only" and labels[-1] == "oracle only"
+    assert labels[1] == "entropy at 10% oracle share (the frontier study's best consult moment)"
+    assert not any(label.startswith("random consults") for label in labels)
+    assert [c.strip() for c in lines[3].split("|")[2:5]] == ["11.0%", "6.3%-18.6%", "12.1%"]
+    assert "random consults, c=20 k=10" in docs_tables.readme_first100(runs, best=None)
+    flags = study.main_flags("entropy")
+    args = build_parser().parse_args(["eval", *shlex.split(flags)])
+    assert (args.policy, args.c, args.k) == ("entropy", 20, 10)
+    assert args.calibration == entropy.calibration and (ROOT / args.calibration).exists()
+    assert study.main_flags(None) == "--policy random --c 20 --k 10"
