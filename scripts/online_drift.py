@@ -110,10 +110,8 @@ def drift(path: str, traces: dict) -> dict:
     on, re = on_o.sum() / on_n.sum(), re_o.sum() / re_n.sum()
     record = {"file": path, "policy": config.policy, "n": len(rows), "online_share": float(on),
               "replay_share": float(re), "ratio": float(on / re) if re else None, "ratio_ci": None}
-    if re:
-        rng = np.random.default_rng(0)
-        idx = rng.integers(0, len(rows), size=(N_BOOT, len(rows)))
-        ratios = (on_o[idx].sum(1) / on_n[idx].sum(1)) / (re_o[idx].sum(1) / re_n[idx].sum(1))
+    if re:  # _boot draws the same resamples for both (seed 0): the ratio is paired by problem
+        ratios = _boot(on_o, on_n) / _boot(re_o, re_n)
         record["ratio_ci"] = [float(x) for x in np.percentile(ratios, [2.5, 97.5])]
     return record
 
