@@ -61,7 +61,7 @@ DRIFT_FILE = "results/calibration/study/online_drift.json"  # scripts/online_dri
 DRIFT_SOURCE = {"verify": f"{EVAL_DIR}/math500_{BASE}_{ORACLE}_verify_share0.1_c20_k10_v2.jsonl"}
 HELDOUT_IDS, HELDOUT_N = "results/heldout/math_heldout_ids.txt", 60
 TAKEOVER = ("top_prob", "rolling_entropy", "entropy", "boundary", "prefix", "repetition")
-BEST: str | None = None  # group 1's best takeover policy, set once group 1 is complete
+BEST: str | None = "top_prob"  # group 1's best takeover policy: what best_of_group1 names (set by hand)
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,14 @@ class StudyRun:
         return "_".join(x.lstrip("-") for x in self.flags.split())
 
     @property
+    def cooldown(self) -> int:
+        """The engine's cooldown (10 base tokens after a consult before a signal policy may fire
+        again) caps a signal policy's written share at k / (k + 10): 9.1% at k = 1, under the 10%
+        target (top_prob's replay reaches 8.5%). Below k = 10 the study scales it with k, so the
+        (c, k) rows vary the consult's length, not that cap; random ignores it."""
+        return min(10, self.k)
+
+    @property
     def calibration(self) -> str | None:
         if not self.calibrated or self.share is None:
             return None
@@ -113,18 +121,19 @@ class StudyRun:
     def commands(self) -> list[str]:
         out = []
         cal = self.calibration
+        cool = f" --cooldown {self.cooldown}" if self.cooldown != 10 else ""
         if cal:
             oracle = f" --oracle_model {ORACLE}" if self.policy == "verify" else ""
             ratio = drift_ratio(self.policy)
             drift = f" --drift {ratio:g}" if ratio != 1.0 else ""
             out.append(f"guided calibrate --policy {self.policy} --target_share {self.share:g}{drift} "
-                       f"--c {self.c} --k {self.k} --step_size 10 --base_model {BASE}{oracle} --transductive "
+                       f"--c {self.c} --k {self.k}{cool} --step_size 10 --base_model {BASE}{oracle} --transductive "
                        f"--from_divergence {EVAL_DIV} --output_file {cal}")
         data = (f"--dataset math --ids {HELDOUT_IDS} --num_samples {HELDOUT_N}" if self.heldout
                 else "--dataset math500 --num_samples 100")
         how = {"never": "--policy never --c 0", "always": "--policy always",
                "speculative": "--policy speculative"}.get(self.policy) if self.share is None else \
-            f"--policy {self.policy} --c {self.c} --k {self.k} " + (f"--calibration {cal}" if cal else self.flags)
+            f"--policy {self.policy} --c {self.c} --k {self.k}{cool} " + (f"--calibration {cal}" if cal else self.flags)
         out.append(f"GUIDED_THREADS=1 guided eval --base_model {BASE} --oracle_model {ORACLE} {data} "
                    f"--max_new_tokens 1024 --step_size 10 {how} --output_file {self.path}")
         return out
