@@ -41,6 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from guided_inference.config import GenerationConfig  # noqa: E402
 from guided_inference.evaluation.results import read_rows  # noqa: E402
 from guided_inference.reporting.report import compare, is_graded, latest, pct, summarize  # noqa: E402
 
@@ -61,6 +62,7 @@ DRIFT_FILE = "results/calibration/study/online_drift.json"  # scripts/online_dri
 DRIFT_SOURCE = {"verify": f"{EVAL_DIR}/math500_{BASE}_{ORACLE}_verify_share0.1_c20_k10_v2.jsonl"}
 HELDOUT_IDS, HELDOUT_N = "results/heldout/math_heldout_ids.txt", 60
 TAKEOVER = ("top_prob", "rolling_entropy", "entropy", "boundary", "prefix", "repetition")
+COOLDOWN = GenerationConfig.cooldown  # the engine's default (10 base tokens)
 BEST: str | None = "top_prob"  # group 1's best takeover policy: what best_of_group1 names (set by hand)
 
 
@@ -97,7 +99,7 @@ class StudyRun:
         again) caps a signal policy's written share at k / (k + 10): 9.1% at k = 1, under the 10%
         target (top_prob's replay reaches 8.5%). Below k = 10 the study scales it with k, so the
         (c, k) rows vary the consult's length, not that cap; random ignores it."""
-        return min(10, self.k)
+        return min(COOLDOWN, self.k)
 
     @property
     def calibration(self) -> str | None:
@@ -121,7 +123,7 @@ class StudyRun:
     def commands(self) -> list[str]:
         out = []
         cal = self.calibration
-        cool = f" --cooldown {self.cooldown}" if self.cooldown != 10 else ""
+        cool = f" --cooldown {self.cooldown}" if self.cooldown != COOLDOWN else ""
         if cal:
             oracle = f" --oracle_model {ORACLE}" if self.policy == "verify" else ""
             ratio = drift_ratio(self.policy)

@@ -108,7 +108,7 @@ def test_the_committed_calibrations_are_what_their_commands_make(study):
         assert record["expected_share"] == pytest.approx(run.share / c.drift, abs=0.0015)
         assert record["transductive"] and record["source"] == f"divergence {study.EVAL_DIV}"
         assert (record["c"], record["k"], record["policy"]) == (run.c, run.k, run.policy)
-        assert record["cooldown"] == (c.cooldown or 10) == run.cooldown, run.label  # None: the default, 10
+        assert record["cooldown"] == (c.cooldown or study.COOLDOWN) == run.cooldown, run.label  # None: the default
 
 
 def _script(name: str):
