@@ -111,9 +111,21 @@ def drift(path: str, traces: dict) -> dict:
     record = {"file": path, "policy": config.policy, "n": len(rows), "online_share": float(on),
               "replay_share": float(re), "ratio": float(on / re) if re else None, "ratio_ci": None}
     if re:  # _boot draws the same resamples for both (seed 0): the ratio is paired by problem
-        ratios = _boot(on_o, on_n) / _boot(re_o, re_n)
-        record["ratio_ci"] = [float(x) for x in np.percentile(ratios, [2.5, 97.5])]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios = _boot(on_o, on_n) / _boot(re_o, re_n)
+        # A resample whose replay wrote no oracle token has no ratio (a few problems of a rare
+        # policy): then there is no CI yet, rather than a NaN in the file.
+        if np.isfinite(ratios).all():
+            record["ratio_ci"] = [float(x) for x in np.percentile(ratios, [2.5, 97.5])]
     return record
+
+
+def ratio_cell(record: dict) -> str:
+    """A record's ratio and its 95% CI as the tables print it ("-" without a ratio)."""
+    if record["ratio"] is None:
+        return "-"
+    ci = record["ratio_ci"]
+    return f"{record['ratio']:.3f} " + (f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "(no CI: a resample without a replayed consult)")
 
 
 def transfer(default: dict, evaluation: dict) -> list[dict]:
@@ -151,9 +163,8 @@ def main() -> int:
     (ROOT / DRIFT_FILE).write_text(json.dumps({"divergence_file": EVAL_DIV, "n_boot": N_BOOT, "runs": records,
                                                "transfer": moved}, indent=1) + "\n")
     for r in records:
-        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.3f} [{r['ratio_ci'][0]:.3f}, {r['ratio_ci'][1]:.3f}]"
         print(f"{r['policy']:>15} n={r['n']:3d} online {100 * r['online_share']:.2f}% "
-              f"replay {100 * r['replay_share']:.2f}% ratio {ratio}  {r['file']}")
+              f"replay {100 * r['replay_share']:.2f}% ratio {ratio_cell(r)}  {r['file']}")
     for t in moved:
         print(f"{t['calibration']}: default split {100 * t['default_share']:.2f}% (SD {100 * t['default_sd']:.2f}), "
               f"MATH-500 {100 * t['math500_share']:.2f}% (SD {100 * t['math500_sd']:.2f})")

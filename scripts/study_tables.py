@@ -118,12 +118,11 @@ def calibrations(runs: dict[StudyRun, list[dict]], root: Path = ROOT) -> str:
 def drift_table(root: Path = ROOT) -> str:
     """``DRIFT_FILE`` (``scripts/online_drift.py``): each committed run's share online against a replay
     of its own config on the same problems' base traces, with the ratio's bootstrap CI."""
-    def ratio(r: dict) -> str:
-        return "-" if r["ratio"] is None else f"{r['ratio']:.3f} [{r['ratio_ci'][0]:.3f}, {r['ratio_ci'][1]:.3f}]"
+    from online_drift import ratio_cell
 
     return table(("run (file)", "n", "written share online", "replayed share", "online / replayed [95% CI]"),
                  [(f"{r['policy']} (`{Path(r['file']).name}`)", str(r["n"]), pct(r["online_share"]),
-                   pct(r["replay_share"]), ratio(r)) for r in _drift_records(root)["runs"]])
+                   pct(r["replay_share"]), ratio_cell(r)) for r in _drift_records(root)["runs"]])
 
 
 def first_change_table(root: Path = ROOT) -> str:

@@ -138,6 +138,24 @@ def test_the_committed_drift_is_what_online_drift_computes(math500_traces):
         assert again == pytest.approx(want), path
 
 
+def test_a_drift_ratio_without_a_defined_ci_is_recorded_as_none_not_nan(math500_traces, tmp_path):
+    """Two problems of the committed top_prob (c, k) = (2, 50) run, one it consulted on and one it
+    never did: a quarter of the resamples replay no consult (0 / 0), so the record has its ratio
+    but no CI (no NaN in the JSON), and the table says why."""
+    import json
+
+    drift = _script("online_drift")
+    src = ROOT / "results/math500-first100/math500_0.5B_1.5B_top_prob_share0.1_c2_k50_calm500.jsonl"
+    rows = {r["unique_id"]: r for r in map(json.loads, src.read_text().splitlines())}
+    part = tmp_path / "two.jsonl"
+    part.write_text("".join(json.dumps(rows[u]) + "\n" for u in ("test/precalculus/807.json", "test/algebra/2584.json")))
+    record = drift.drift(str(part), math500_traces)
+    assert record["n"] == 2 and record["ratio"] > 0
+    assert record["ratio_ci"] is None
+    assert "NaN" not in json.dumps(record)
+    assert drift.ratio_cell(record).startswith(f"{record['ratio']:.3f} (no CI")
+
+
 def test_first_change_is_the_first_consulted_token_the_oracle_would_write_differently(study, math500_traces):
     """replay.first_change on real traces: the position is inside a replayed consult, the oracle's
     teacher-forced top-1 differs from the base's token there and nowhere in an earlier consult,
