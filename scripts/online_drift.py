@@ -48,12 +48,13 @@ RUNS = ("results/math500-first100/math500_0.5B_1.5B_entropy_share0.1_c20_k10.jso
 
 
 def runs() -> list[str]:
-    """``RUNS`` and every calibrated study run on MATH-500 that has a file."""
+    """``RUNS`` and every calibrated study run on MATH-500 that has rows (a run that has just
+    started has an empty file)."""
     sys.path.insert(0, str(ROOT / "scripts"))
     import frontier_study
 
     study = [r.path for r in frontier_study.study_runs() if r.calibration and not r.heldout
-             and (ROOT / r.path).exists()]
+             and (ROOT / r.path).exists() and (ROOT / r.path).stat().st_size > 0]
     return [*RUNS, *(p for p in study if p not in RUNS)]
 
 
