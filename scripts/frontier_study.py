@@ -12,7 +12,9 @@ Four groups, greedy, 1,024 tokens, ``--step_size 10``:
 3. the same two at 10% with (c, k) = (100, 1) and (2, 50), beside the k = 10 rows;
 4. held out: base, oracle, random, BEST, verify and speculative on the first ``HELDOUT_N``
    problems of ``results/heldout/math_heldout_ids.txt`` (MATH test minus MATH-500, none used
-   for calibration), with the calibration files of group 1: the held-out share tests the transfer.
+   for calibration), with the calibration files of group 1: the held-out share tests the transfer;
+   and, added post hoc after group 3 (labelled so), BEST at (c, k) = (100, 1), group 3's one
+   paired CI above 0, with its MATH-500 calibration file.
 
 Calibration (``guided calibrate --transductive``): each value is set on the evaluation set's own
 base-only traces (``EVAL_DIV``, made by ``EVAL_DIV_COMMAND``: the first 100 MATH-500 problems,
@@ -76,6 +78,7 @@ class StudyRun:
     k: int = 10
     flags: str = ""
     file: str | None = None  # a committed file re-used as it is
+    post_hoc: bool = False  # added after seeing the results it follows up (its label says so)
 
     @property
     def heldout(self) -> bool:
@@ -86,7 +89,8 @@ class StudyRun:
         if self.share is None:
             return {"never": "base only", "always": "oracle only"}.get(self.policy, self.policy)
         what = f"{self.policy} ({self.fixed.replace('_', '=') if self.fixed else 'calibrated'})"
-        return f"{what}, {pct(self.share)}" + ("" if (self.c, self.k) == (20, 10) else f", c={self.c} k={self.k}")
+        return (f"{what}, {pct(self.share)}" + ("" if (self.c, self.k) == (20, 10) else f", c={self.c} k={self.k}")
+                + (" (post hoc)" if self.post_hoc else ""))
 
     @property
     def fixed(self) -> str:
@@ -168,6 +172,8 @@ def study_runs(best: str | None = BEST) -> list[StudyRun]:
     runs += [StudyRun(4, "never", None), StudyRun(4, "always", None), StudyRun(4, "random", 0.1, calibrated=False,
                                                                                flags="--p 0.1")]
     runs += [StudyRun(4, p, 0.1) for p in (best, "verify") if p] + [StudyRun(4, "speculative", None)]
+    if best:  # post hoc: group 3's one CI above 0 (best at (100, 1)), checked on the held-out problems
+        runs.append(StudyRun(4, best, 0.1, c=100, k=1, post_hoc=True))
     return runs
 
 

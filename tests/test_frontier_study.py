@@ -201,8 +201,14 @@ def test_groups_two_to_four_wait_for_the_best_policy(study):
     with_best = study.study_runs("top_prob")
     added = [r for r in with_best if r not in without]
     assert sorted((r.group, r.share, r.c, r.k) for r in added) == [
-        (2, 0.05, 20, 10), (2, 0.2, 20, 10), (3, 0.1, 2, 50), (3, 0.1, 100, 1), (4, 0.1, 20, 10)]
+        (2, 0.05, 20, 10), (2, 0.2, 20, 10), (3, 0.1, 2, 50), (3, 0.1, 100, 1), (4, 0.1, 20, 10), (4, 0.1, 100, 1)]
     assert all(r.policy == "top_prob" for r in added)
+    # the held-out (100, 1) row was added after group 3: its label says so, and it replays the
+    # MATH-500 calibration of group 3's row on the held-out problems
+    post = [r for r in added if r.post_hoc]
+    assert [(r.group, r.c, r.k) for r in post] == [(4, 100, 1)] and post[0].label.endswith("(post hoc)")
+    ours = next(r for r in added if (r.group, r.c, r.k) == (3, 100, 1))
+    assert post[0].calibration == ours.calibration and post[0].path.startswith(study.HELDOUT_DIR)
 
 
 def test_a_run_file_in_place_fills_its_rows(study, tables, tmp_path):
