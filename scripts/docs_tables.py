@@ -366,6 +366,7 @@ TABLES = {
     "study-budget": lambda runs: study_tables.budget(runs[STUDY]),
     "study-ck": lambda runs: study_tables.c_and_k(runs[STUDY]),
     "study-heldout": lambda runs: study_tables.heldout(runs[STUDY]),
+    "study-heldout-ends": lambda runs: study_tables.heldout_ends(runs[STUDY]),
     "study-frontier": study_frontier,
     "study-calibration": lambda runs: study_tables.calibrations(runs[STUDY]),
     "study-drift": lambda runs: study_tables.drift_table(),

@@ -87,6 +87,15 @@ def heldout(runs: dict[StudyRun, list[dict]]) -> str:
     return table(ACC_HEADER, _accuracy_rows(runs, chosen, lambda run: rand if run.share is not None else None))
 
 
+def heldout_ends(runs: dict[StudyRun, list[dict]]) -> str:
+    """Group 4: each held-out run against the held-out base and oracle on the same problems (paired):
+    what it adds to the base, what it loses to the oracle (speculative should lose nothing)."""
+    ends = {p: next((runs[r] for r in runs if r.group == 4 and r.policy == p), []) for p in ("never", "always")}
+    rows = [(r.label, str(len(got)), _paired(ends["never"], got), _paired(ends["always"], got))
+            for r, got in runs.items() if r.group == 4 and r.policy not in ("never", "always") and got]
+    return table(("held-out run", "n", "− base only, points [95% CI]", "− oracle only, points [95% CI]"), rows)
+
+
 def calibrations(runs: dict[StudyRun, list[dict]], root: Path = ROOT) -> str:
     """Each calibrated MATH-500 run: what its replay aimed at, the value set on the evaluation set's
     own base traces and what the replay spends there, beside the value set on the default split

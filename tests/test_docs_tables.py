@@ -38,7 +38,7 @@ EXPECTED_BLOCKS = {"README.md": ["readme-first100"],
                                        "costs", "speculative"],
                    "docs/findings.md": ["deployments", "study-summary", "study-calibration", "study-drift",
                                         "study-first-change", "study-share10", "study-budget", "study-ck",
-                                        "study-heldout", "study-figure", "study-frontier"]}
+                                        "study-heldout", "study-heldout-ends", "study-figure", "study-frontier"]}
 
 
 @pytest.mark.parametrize("doc", sorted(EXPECTED_BLOCKS))

@@ -338,3 +338,21 @@ def test_the_best_policy_rule_skips_runs_that_missed_their_share(study, tmp_path
     assert study.best_of_group1(study.load(tmp_path)) is None  # repetition not run yet
     shutil.copy(ROOT / f"{R}{source['repetition']}.jsonl", tmp_path / group["repetition"].path)
     assert study.best_of_group1(study.load(tmp_path)) == "rolling_entropy"
+
+
+def test_held_out_runs_are_paired_with_the_held_out_base_and_oracle(study, tables, tmp_path):
+    """study-heldout-ends: the committed held-out oracle file standing in for held-out speculative
+    is +0.0 [+0.0, +0.0] against the oracle and the oracle's own margin over the held-out base
+    (36.7% against 15.0%) against the base; a run without rows has no row."""
+    runs = study.study_runs()
+    ends = {r.policy: r for r in runs if r.group == 4 and r.policy in ("never", "always", "speculative")}
+    for src, dst in ((ends["never"].path, ends["never"].path), (ends["always"].path, ends["always"].path),
+                     (ends["always"].path, ends["speculative"].path)):
+        (tmp_path / dst).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / src, tmp_path / dst)
+    lines = tables.heldout_ends(study.load(tmp_path)).splitlines()[2:]
+    assert len(lines) == 1  # only speculative has rows besides the two ends
+    cells = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert cells[:2] == ["speculative", "60"]
+    assert cells[3] == "+0.0 [+0.0, +0.0] (n=60)"
+    assert cells[2].startswith("+21.7 [") and cells[2].endswith("(n=60)")
