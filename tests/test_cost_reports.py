@@ -180,3 +180,28 @@ def test_sweep_prints_costs_and_writes_the_cost_plot(tmp_path):
     base = next(f.stem for f in out_dir.glob("*_never_*.jsonl"))
     assert cells_of(sections["tokens"], base)[5] == "0.00"
     assert (out_dir / "sweep_cost.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_beyond_eight_named_runs_points_carry_numbers_and_a_key_names_them():
+    """Twenty study runs labelled in full overlap however they are moved: past KEY_OVER each
+    point carries its run's number (the same in every panel) and one key under the panels names
+    each run once; the numbers of runs at one accuracy are moved apart, not stacked."""
+    from guided_inference.reporting.plots import KEY_OVER
+
+    many = [("base", BASE_ONLY), *((f"guided{i}", GUIDED) for i in range(KEY_OVER + 2)), ("oracle", ORACLE_ONLY)]
+    settings = [CostSettings(m, params=PARAMS, rates=RATES, rates_file="r.json") for m in ("compute", "gpu")]
+    plt, fig = cost_figure(cost_panels(many, settings, pick_oracle(many)))
+    try:
+        numbers = [str(i) for i in range(1, KEY_OVER + 3)]
+        fig.canvas.draw()
+        for ax in fig.get_axes():
+            texts = [t for t in ax.texts if t.get_text() in numbers]
+            assert sorted(t.get_text() for t in texts) == sorted(numbers), ax.get_title()
+            boxes = [t.get_window_extent() for t in texts]
+            assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:]), ax.get_title()
+        # the key: ten entries in KEY_COLS (3) columns of four, filled column by column
+        columns = [t.get_text().splitlines() for t in fig.texts]
+        assert [len(c) for c in columns] == [4, 4, 2] and columns[0][:2] == [" 1 guided0", " 2 guided1"]
+        assert [line.split() for c in columns for line in c] == [[str(i + 1), f"guided{i}"] for i in range(KEY_OVER + 2)]
+    finally:
+        plt.close(fig)

@@ -27,9 +27,12 @@ def _figure(width: float = 6.4, height: float = 4.0):
     return plt, plt.subplots(figsize=(width, height), dpi=100)
 
 
-def _png(plt, fig) -> bytes:
+def _png(plt, fig, laid_out: bool = False) -> bytes:
+    """PNG bytes of ``fig`` (closed); ``laid_out``: the figure placed its axes itself (a second
+    tight_layout would move them over its key and away from the labels placed for them)."""
     buf = io.BytesIO()
-    fig.tight_layout()
+    if not laid_out:
+        fig.tight_layout()
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
@@ -112,7 +115,9 @@ def cost_figure(panels: list[tuple[str, str, list[tuple[str, str, float | None, 
     """(plt, fig): one panel per cost model. ``panels``: (title, x label, points), a point being
     (kind, label, x, summary) with kind as in ``COST_STYLE``; x None or "n/a" (unknown, or the
     policy cannot run there) is listed under the panel instead of drawn. Accuracy with its Wilson
-    95% CI; the straight line joins base only and oracle only (what mixing the two by chance buys)."""
+    95% CI; the straight line joins base only and oracle only (what mixing the two by chance buys).
+    Guided and speculative points carry their labels, or, beyond ``KEY_OVER`` runs, a number each,
+    named in a key under the panels (the same number for a run in every panel)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -121,10 +126,14 @@ def cost_figure(panels: list[tuple[str, str, list[tuple[str, str, float | None, 
     n = max(1, len(panels))
     cols = min(n, 3)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 4.0 * rows), dpi=100, squeeze=False)
+    short = _short_labels([label for _, _, points in panels for _, label, _, _ in points])
+    numbers = _key_numbers([short.get(label, label) for _, _, points in panels
+                            for kind, label, _, _ in points if kind in ("guided", "speculative")])
+    key_lines = -(-len(numbers) // KEY_COLS)
+    key_in = KEY_LINE_IN * key_lines + (0.15 if numbers else 0.0)  # inches under the panels for the key
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 4.0 * rows + key_in), dpi=100, squeeze=False)
     for extra in axes.flat[len(panels):]:
         fig.delaxes(extra)
-    short = _short_labels([label for _, _, points in panels for _, label, _, _ in points])
     to_label = []
     for ax, (panel_title, xlabel, points) in zip(axes.flat, panels):
         drawn, missing, labelled, names = [], [], set(), []
@@ -140,7 +149,7 @@ def cost_figure(panels: list[tuple[str, str, list[tuple[str, str, float | None, 
             labelled.add(kind)
             drawn.append((kind, x, s))
             if kind in ("guided", "speculative"):
-                names.append((label, x, 100 * s.accuracy))
+                names.append((numbers.get(label, label), x, 100 * s.accuracy))
         ends = {kind: (x, s) for kind, x, s in drawn if kind in ("base", "oracle")}
         if len(ends) == 2:
             (xb, sb), (xo, so) = ends["base"], ends["oracle"]
@@ -160,10 +169,30 @@ def cost_figure(panels: list[tuple[str, str, list[tuple[str, str, float | None, 
             ax.legend(loc="upper left", fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()  # final axes positions first: labels are placed in display points
+    key_frac = key_in / fig.get_figheight()
+    fig.tight_layout(rect=(0, key_frac, 1, 1))  # final axes positions first: labels are placed in display points
     for ax, names in to_label:
         _place_labels(ax, fig, names)
+    if numbers:
+        entries = [f"{number:>2} {label}" for label, number in numbers.items()]
+        for c in range(KEY_COLS):
+            column = entries[c * key_lines:(c + 1) * key_lines]
+            if column:
+                fig.text(0.02 + c / KEY_COLS, key_frac - 0.05 / fig.get_figheight(), "\n".join(column),
+                         va="top", ha="left", fontsize=LABEL_PT, family="monospace")
     return plt, fig
+
+
+KEY_OVER = 8  # more named runs than this: their points carry numbers, and a key under the panels names them
+KEY_COLS = 3  # the key's columns
+KEY_LINE_IN = 0.14  # inches per line of the key (7-point text)
+
+
+def _key_numbers(labels: list[str]) -> dict[str, str]:
+    """{label: "1", ...} in first-seen order when there are more than ``KEY_OVER`` distinct labels
+    (a full label beside each of twenty close points overlaps whatever way it is moved), else {}."""
+    distinct = list(dict.fromkeys(labels))
+    return {label: str(i) for i, label in enumerate(distinct, 1)} if len(distinct) > KEY_OVER else {}
 
 
 LABEL_PT = 7  # font size of point labels
@@ -203,4 +232,4 @@ def _short_labels(labels: list[str]) -> dict[str, str]:
 def accuracy_vs_cost(panels, title: str = "") -> bytes:
     """``cost_figure`` as PNG bytes."""
     plt, fig = cost_figure(panels, title)
-    return _png(plt, fig)
+    return _png(plt, fig, laid_out=True)
