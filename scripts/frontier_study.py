@@ -14,7 +14,7 @@ Four groups, greedy, 1,024 tokens, ``--step_size 10``:
    problems of ``results/heldout/math_heldout_ids.txt`` (MATH test minus MATH-500, none used
    for calibration), with the calibration files of group 1: the held-out share tests the transfer;
    and, added post hoc after group 3 (labelled so), BEST at (c, k) = (100, 1), group 3's one
-   paired CI above 0, with its MATH-500 calibration file.
+   paired CI above 0, and random at (100, 1) beside it, each with its MATH-500 calibration file.
 
 Calibration (``guided calibrate --transductive``): each value is set on the evaluation set's own
 base-only traces (``EVAL_DIV``, made by ``EVAL_DIV_COMMAND``: the first 100 MATH-500 problems,
@@ -194,8 +194,9 @@ def study_runs(best: str | None = BEST) -> list[StudyRun]:
     runs += [StudyRun(4, "never", None), StudyRun(4, "always", None), StudyRun(4, "random", 0.1, calibrated=False,
                                                                                flags="--p 0.1")]
     runs += [StudyRun(4, p, 0.1) for p in (best, "verify") if p] + [StudyRun(4, "speculative", None)]
-    if best:  # post hoc: group 3's one CI above 0 (best at (100, 1)), checked on the held-out problems
-        runs.append(StudyRun(4, best, 0.1, c=100, k=1, post_hoc=True))
+    if best:  # post hoc: group 3's one CI above 0 (best at (100, 1)), checked on the held-out problems,
+        # beside random at the same (c, k) (what it is compared with there)
+        runs += [StudyRun(4, p, 0.1, c=100, k=1, post_hoc=True) for p in (best, "random")]
     return runs
 
 

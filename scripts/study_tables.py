@@ -81,10 +81,12 @@ def c_and_k(runs: dict[StudyRun, list[dict]]) -> str:
 
 
 def heldout(runs: dict[StudyRun, list[dict]]) -> str:
-    """Group 4: the held-out problems, each run against held-out random p=0.1."""
+    """Group 4: the held-out problems, each run against held-out random at its (c, k) (p=0.1 at
+    (20, 10))."""
     chosen = [r for r in runs if r.group == 4]
-    rand = next(r for r in chosen if r.policy == "random")
-    return table(ACC_HEADER, _accuracy_rows(runs, chosen, lambda run: rand if run.share is not None else None))
+    rand = {(r.c, r.k): r for r in reversed(chosen) if r.policy == "random"}  # the first at each (c, k)
+    against = lambda run: rand.get((run.c, run.k)) if run.share is not None else None  # noqa: E731
+    return table(ACC_HEADER, _accuracy_rows(runs, chosen, against))
 
 
 def heldout_ends(runs: dict[StudyRun, list[dict]]) -> str:

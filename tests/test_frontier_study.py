@@ -228,14 +228,18 @@ def test_groups_two_to_four_wait_for_the_best_policy(study):
     added = [r for r in with_best if r not in without]
     assert sorted((r.group, r.share, r.c, r.k, r.drift_rerun) for r in added) == [
         (2, 0.05, 20, 10, False), (2, 0.2, 20, 10, False), (2, 0.2, 20, 10, True), (3, 0.1, 2, 50, False),
-        (3, 0.1, 2, 50, True), (3, 0.1, 100, 1, False), (4, 0.1, 20, 10, False), (4, 0.1, 100, 1, False)]
-    assert all(r.policy == "top_prob" for r in added)
-    # the held-out (100, 1) row was added after group 3: its label says so, and it replays the
-    # MATH-500 calibration of group 3's row on the held-out problems
+        (3, 0.1, 2, 50, True), (3, 0.1, 100, 1, False), (4, 0.1, 20, 10, False), (4, 0.1, 100, 1, False),
+        (4, 0.1, 100, 1, False)]
+    # every run the best adds is the best's, but held-out random at (100, 1), which its held-out row needs
+    assert [r.policy for r in added if r.policy != "top_prob"] == ["random"]
+    # the held-out (100, 1) rows were added after group 3: their labels say so, and each replays the
+    # MATH-500 calibration of its group-3 row on the held-out problems
     post = [r for r in added if r.post_hoc]
-    assert [(r.group, r.c, r.k) for r in post] == [(4, 100, 1)] and post[0].label.endswith("(post hoc)")
-    ours = next(r for r in added if (r.group, r.c, r.k) == (3, 100, 1))
-    assert post[0].calibration == ours.calibration and post[0].path.startswith(study.HELDOUT_DIR)
+    assert sorted((r.group, r.c, r.k, r.policy) for r in post) == [(4, 100, 1, "random"), (4, 100, 1, "top_prob")]
+    for p in post:
+        ours = next(r for r in without + with_best if (r.group, r.c, r.k, r.policy) == (3, 100, 1, p.policy))
+        assert p.label.endswith("(post hoc)") and p.calibration == ours.calibration
+        assert p.path.startswith(study.HELDOUT_DIR) and p.path != ours.path
 
 
 def test_a_run_file_in_place_fills_its_rows(study, tables, tmp_path):
@@ -356,3 +360,21 @@ def test_held_out_runs_are_paired_with_the_held_out_base_and_oracle(study, table
     assert cells[:2] == ["speculative", "60"]
     assert cells[3] == "+0.0 [+0.0, +0.0] (n=60)"
     assert cells[2].startswith("+21.7 [") and cells[2].endswith("(n=60)")
+
+
+def test_a_held_out_row_is_paired_with_held_out_random_at_its_own_c_and_k(study, tables, tmp_path):
+    """The post-hoc held-out top_prob at (100, 1) is compared with held-out random at (100, 1),
+    not with random p=0.1 at (20, 10). The committed held-out random p=0.1 file stands in for
+    random at (100, 1) (and p=0.1 itself is absent), so the cell is the +5.0 [-5.0, +15.0] that
+    `guided compare` gives for those two files."""
+    runs = study.study_runs()
+    top, rand = (next(r for r in runs if r.group == 4 and r.policy == p and (r.c, r.k) == (100, 1))
+                 for p in ("top_prob", "random"))
+    p01 = next(r for r in runs if r.group == 4 and r.policy == "random" and (r.c, r.k) == (20, 10))
+    for src, dst in ((top.path, top.path), (p01.path, rand.path)):
+        (tmp_path / dst).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / src, tmp_path / dst)
+    lines = tables.heldout(study.load(tmp_path)).splitlines()
+    row = next(line for line in lines if line.startswith(f"| {top.label} |"))
+    assert row.rstrip(" |").endswith("+5.0 [-5.0, +15.0] (n=60)")
+    assert next(line for line in lines if line.startswith(f"| {rand.label} |")).rstrip(" |").endswith("| -")
