@@ -132,8 +132,12 @@ class StudyRun:
     def calibration(self) -> str | None:
         if not self.calibrated or self.share is None:
             return None
-        again = "_drift" if self.drift_rerun else ""
-        return f"{CAL_DIR}/{self.policy}_c{self.c}_k{self.k}_share{self.share:g}_{BASE}_math500{again}.json"
+        return f"{CAL_DIR}/{self.policy}_c{self.c}_k{self.k}_share{self.share:g}_{BASE}_math500{self._again}.json"
+
+    @property
+    def _again(self) -> str:
+        """The file-name suffix of a drift re-run (its calibration and its results beside the first run's)."""
+        return "_drift" if self.drift_rerun else ""
 
     @property
     def path(self) -> str:
@@ -143,7 +147,7 @@ class StudyRun:
         if self.share is None:
             tail = {"never": "never_c0_k10", "always": "always_c103_k10", "speculative": "speculative_s10"}[self.policy]
         elif self.calibrated:
-            tail = f"{self.policy}_share{self.share:g}_c{self.c}_k{self.k}_calm500" + ("_drift" if self.drift_rerun else "")
+            tail = f"{self.policy}_share{self.share:g}_c{self.c}_k{self.k}_calm500{self._again}"
         else:
             tail = f"{self.policy}_{self.fixed.replace('_', '')}_c{self.c}_k{self.k}"
         return f"{where}/{data}_{BASE}_{ORACLE}_{tail}.jsonl"
@@ -154,7 +158,8 @@ class StudyRun:
         cool = f" --cooldown {self.cooldown}" if self.cooldown != COOLDOWN else ""
         if cal:
             oracle = f" --oracle_model {ORACLE}" if self.policy == "verify" else ""
-            drift = f" --drift {self.drift:g}" if self.drift != 1.0 else ""
+            ratio = self.drift  # reads DRIFT_FILE: once
+            drift = f" --drift {ratio:g}" if ratio != 1.0 else ""
             out.append(f"guided calibrate --policy {self.policy} --target_share {self.share:g}{drift} "
                        f"--c {self.c} --k {self.k}{cool} --step_size 10 --base_model {BASE}{oracle} --transductive "
                        f"--from_divergence {EVAL_DIV} --output_file {cal}")

@@ -89,11 +89,18 @@ def heldout(runs: dict[StudyRun, list[dict]]) -> str:
     return table(ACC_HEADER, _accuracy_rows(runs, chosen, against))
 
 
+def _ends(runs: dict[StudyRun, list[dict]], heldout: bool) -> tuple[list[dict], list[dict]]:
+    """(base rows, oracle rows) on the MATH-500 problems (group 0) or the held-out ones (group 4)."""
+    group = 4 if heldout else 0
+    base, oracle = (next((runs[r] for r in runs if r.group == group and r.policy == p), []) for p in ("never", "always"))
+    return base, oracle
+
+
 def heldout_ends(runs: dict[StudyRun, list[dict]]) -> str:
     """Group 4: each held-out run against the held-out base and oracle on the same problems (paired):
     what it adds to the base, what it loses to the oracle (speculative should lose nothing)."""
-    ends = {p: next((runs[r] for r in runs if r.group == 4 and r.policy == p), []) for p in ("never", "always")}
-    rows = [(r.label, str(len(got)), _paired(ends["never"], got), _paired(ends["always"], got))
+    base, oracle = _ends(runs, heldout=True)
+    rows = [(r.label, str(len(got)), _paired(base, got), _paired(oracle, got))
             for r, got in runs.items() if r.group == 4 and r.policy not in ("never", "always") and got]
     return table(("held-out run", "n", "− base only, points [95% CI]", "− oracle only, points [95% CI]"), rows)
 
@@ -157,8 +164,7 @@ def first_change_table(root: Path = ROOT) -> str:
 def _points(runs: dict[StudyRun, list[dict]], deployments) -> list[tuple[str, StudyRun, object]]:
     """(deployment, run, ``frontier.LinePoint``) for every run with rows and a base and an oracle
     on its problems: group 0's on MATH-500, group 4's own on the held-out problems."""
-    ends = {h: [next((runs[r] for r in runs if r.group == (4 if h else 0) and r.policy == p), [])
-                for p in ("never", "always")] for h in (False, True)}
+    ends = {h: _ends(runs, h) for h in (False, True)}
     out = []
     for where, s in deployments:
         for run, got in runs.items():
